@@ -1,0 +1,97 @@
+"""Callbacks: one metrics row per epoch (CSV + loggers), atomic last.ckpt, divergence guard."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from .errors import DivergedError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class EpochRecorder(pl.Callback):
+    """Each epoch: time it, collect the module's metrics, append one row to metrics.csv (rewritten
+    atomically), send the row to the loggers with `epoch` as its step, then save last.ckpt
+    atomically. The row is written before the checkpoint, so a kill between the two replays the
+    epoch and its row is replaced, never duplicated."""
+
+    def __init__(self, run_dir: Path, eval_every: int = 1):
+        self.run_dir = Path(run_dir)
+        self.csv_path = self.run_dir / "metrics.csv"
+        self.ckpt_path = self.run_dir / "checkpoints" / "last.ckpt"
+        self.eval_every = eval_every
+        self.rows: list[dict] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # resumed: keep the rows of the epochs the checkpoint holds
+        self.rows = [r for r in read_metrics_csv(self.csv_path) if r["epoch"] < trainer.current_epoch]
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_start = time.perf_counter()
+        self.images_at_start = pl_module.images_seen
+        self.train_time = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.training or trainer.state.fn == "fit":
+            self.train_time = time.perf_counter() - self.epoch_start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        now = time.perf_counter()
+        train_time = self.train_time if self.train_time is not None else now - self.epoch_start
+        images = (pl_module.images_seen - self.images_at_start) * trainer.world_size
+        row = {"epoch": trainer.current_epoch, **pl_module.epoch_metrics(),
+               "epoch_time_s": now - self.epoch_start, "images_per_s": images / max(train_time, 1e-9)}
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            self._write_csv()
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=trainer.current_epoch)
+        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_name(f".last.ckpt.tmp{os.getpid()}")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.ckpt_path)
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+        atomic_write_text(self.csv_path, buf.getvalue())
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop within the step whose loss is NaN or infinite (a later step would only spread it)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not math.isfinite(float(loss)):
+            raise DivergedError(f"loss is {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+                                f"(batch {batch_idx}); lower optim.lr or use model.bias_init=0.1")

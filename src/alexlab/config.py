@@ -1,0 +1,245 @@
+"""The typed schema of every config group, registered in Hydra's ConfigStore, and `validate`.
+
+OmegaConf checks types when Hydra composes (a float field rejects `model.dropout=abc`);
+`validate` then checks choices and ranges before anything is built, so a bad override fails
+in one line that names the key and what is valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import os
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "alexnet"          # registered variant: alexnet | alexnet_small | convnet4
+    activation: str = "relu"       # relu | tanh (paper: relu, Section 3.1)
+    pooling: str = "overlapping"   # overlapping (3/2) | non_overlapping (2/2) (paper: overlapping, 3.4)
+    lrn: bool = True               # local response normalisation after conv1, conv2 (paper: on, 3.3)
+    dropout: float = 0.5           # drop probability on fc6/fc7 inputs, in [0, 1) (paper: 0.5, 4.2)
+    groups: int = 1                # 1, or 2 = the paper's two-GPU columns on conv2/4/5
+    width: float = 1.0             # channel/unit multiplier, > 0 (small variants use 0.125-1)
+    init: str = "paper"            # paper: N(0, 0.01) weights | default: PyTorch's init
+    bias_init: float = 1.0         # bias of conv2/4/5 and hidden FC under init=paper (paper 1.0, Caffe 0.1)
+    lrn_size: int = 5              # n, channels in the window (paper 5)
+    lrn_alpha: float = 1e-4        # alpha, not divided by n (paper 1e-4)
+    lrn_beta: float = 0.75         # beta (paper 0.75)
+    lrn_k: float = 2.0             # k (paper 2)
+    compile: bool = False          # torch.compile the network
+    channels_last: bool = False    # NHWC memory format (faster convs on GPU)
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"    # fashion_mnist | cifar10 | imagefolder | synthetic
+    root: Optional[str] = None     # where the data set lives; None = data set's default places
+    download: bool = True          # download when not found (torchvision's mirrors)
+    augment: str = "crop_flip_pca" # none | crop_flip | crop_flip_pca (paper: crop_flip_pca, 4.1)
+    pca_std: float = 0.1           # sigma of the PCA-lighting alphas (paper 0.1)
+    pca: str = "dataset"           # dataset: eigen-decomposition of this training set | imagenet: published values
+    crop_padding: int = 4          # px of zero padding around small images before random crops
+    image_size: int = 0            # model input size in px; 0 = the data set's native size (227 for imagefolder)
+    resize: int = 256              # imagefolder: shorter side and centre square before crops (paper 256)
+    train_subset: Optional[int] = None  # train on the first N training images (fixed subset)
+    test_subset: Optional[int] = None   # evaluate on the first N test images
+    batch_size: int = 128          # images per step (paper 128)
+    num_workers: int = 0           # DataLoader workers; in-memory sets need none
+    on_device: str = "auto"        # auto | true | false: keep the uint8 training set on the training device
+    # synthetic data (tests, benchmarks)
+    num_train: int = 512
+    num_test: int = 128
+    channels: int = 3
+    num_classes: int = 10
+    size: int = 32                 # stored image size of synthetic data
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"              # sgd (paper)
+    lr: float = 0.01               # initial learning rate (paper 0.01)
+    momentum: float = 0.9          # (paper 0.9)
+    weight_decay: float = 5e-4     # (paper 5e-4)
+    nesterov: bool = False
+    schedule: str = "plateau"      # none | step | plateau (paper: /10 when val error plateaus) | cosine
+    gamma: float = 0.1             # lr factor at each step/plateau (paper 0.1)
+    step_epochs: int = 30          # step: epochs between lr drops
+    patience: int = 5              # plateau: epochs without test-error improvement before a drop
+    warmup_epochs: int = 0         # linear warm-up from lr/10 over this many epochs
+
+
+@dataclass
+class EvalConfig:
+    every_n_epochs: int = 1        # evaluate train_clean and test every N epochs (and at the last)
+    train_clean_size: int = 2000   # fixed training images evaluated in eval mode, no augmentation
+    ten_crop: bool = False         # also evaluate test on the paper's 10 patches (test/acc_10crop)
+    error_threshold: float = 0.25  # epochs_to_train_error: first epoch with train error below this
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 90           # (paper ~90)
+    accelerator: str = "auto"      # auto | cpu | gpu | cuda | mps
+    devices: Any = 1               # int or "auto"
+    strategy: str = "auto"         # auto | ddp
+    num_nodes: int = 1
+    precision: str = "32-true"     # 32-true | bf16-mixed | 16-mixed
+    threads: int = 0               # torch CPU threads per run; 0 = torch's default
+    deterministic: bool = False    # torch.use_deterministic_algorithms (slower on GPU)
+    progress_bar: bool = True      # rich progress bar
+    gradient_clip_val: Optional[float] = None
+    limit_train_batches: Optional[float] = None
+    benchmark: bool = False        # cudnn.benchmark
+    fresh: bool = False            # ignore an existing run folder's checkpoint and start again
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False          # logger=wandb turns it on
+    project: str = "alexlab"
+    entity: Optional[str] = None
+    mode: str = "auto"             # auto (online if logged in, else offline) | online | offline | disabled
+    log_checkpoints: bool = False
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True               # always on: metrics.csv in the run folder
+    tensorboard: bool = False
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"            # local | gpu_pool | slurm
+    n_jobs: int = 1                # trials at once (gpu_pool)
+    trials_per_gpu: int = 1        # gpu_pool: k small trials packed on one GPU
+    max_retries: int = 1           # retries of a trial that ran out of memory
+
+
+@dataclass
+class PathsConfig:
+    runs: str = "runs"             # single runs: <runs>/<experiment>/<job name>
+    multirun: str = "multirun"     # sweeps: <multirun>/<sweep>/<experiment>/<job name>
+    data: str = "data"             # downloads and cached statistics
+    run_dir: str = ""              # set by Hydra at run time; blank outside Hydra
+
+
+@dataclass
+class Config:
+    name: str = "default"          # experiment name: first folder level of a run
+    sweep_name: str = "adhoc"      # sweep name: first folder level of a multirun
+    ablation_name: str = "custom"  # set by ablation=<name>: W&B job type and report row
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+ConfigStore.instance().store(name="alexlab_schema", node=Config)
+
+CHOICES = {
+    "model.activation": ("relu", "tanh"),
+    "model.pooling": ("overlapping", "non_overlapping"),
+    "model.init": ("paper", "default"),
+    "model.groups": (1, 2),
+    "data.name": ("fashion_mnist", "cifar10", "imagefolder", "synthetic"),
+    "data.augment": ("none", "crop_flip", "crop_flip_pca"),
+    "data.on_device": ("auto", "true", "false"),
+    "data.pca": ("dataset", "imagenet"),
+    "optim.name": ("sgd",),
+    "optim.schedule": ("none", "step", "plateau", "cosine"),
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    "trainer.strategy": ("auto", "ddp", "ddp_spawn"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+    "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
+    "launcher.name": ("local", "gpu_pool", "slurm"),
+}
+
+# key: (lowest, highest, whether the lowest itself is allowed, highest itself allowed)
+RANGES = {
+    "model.dropout": (0.0, 1.0, True, False),
+    "model.width": (0.0, 64.0, False, True),
+    "model.bias_init": (-10.0, 10.0, True, True),
+    "model.lrn_size": (1, 99, True, True),
+    "data.pca_std": (0.0, 10.0, True, True),
+    "data.crop_padding": (0, 64, True, True),
+    "data.image_size": (0, 4096, True, True),
+    "data.batch_size": (1, 65536, True, True),
+    "data.num_workers": (0, 256, True, True),
+    "optim.lr": (0.0, 100.0, False, True),
+    "optim.momentum": (0.0, 1.0, True, False),
+    "optim.weight_decay": (0.0, 1.0, True, True),
+    "optim.gamma": (0.0, 1.0, False, True),
+    "optim.step_epochs": (1, 10**6, True, True),
+    "optim.patience": (0, 10**6, True, True),
+    "optim.warmup_epochs": (0, 10**6, True, True),
+    "eval.every_n_epochs": (1, 10**6, True, True),
+    "eval.train_clean_size": (0, 10**9, True, True),
+    "eval.error_threshold": (0.0, 1.0, False, False),
+    "trainer.max_epochs": (1, 10**6, True, True),
+    "trainer.threads": (0, 1024, True, True),
+    "launcher.n_jobs": (1, 1024, True, True),
+    "launcher.trials_per_gpu": (1, 64, True, True),
+    "launcher.max_retries": (0, 100, True, True),
+}
+
+POSITIVE_OR_NULL = ("data.train_subset", "data.test_subset")
+
+
+def select(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line: key, value, what is valid) for the first bad value."""
+    for key, valid in CHOICES.items():
+        value = select(cfg, key)
+        if isinstance(value, bool) or str(value) not in {str(v) for v in valid}:
+            shown = ", ".join(str(v) for v in valid)
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {shown}")
+    for key, (lo, hi, lo_ok, hi_ok) in RANGES.items():
+        value = select(cfg, key)
+        ok = (lo < value or (lo_ok and value == lo)) and (value < hi or (hi_ok and value == hi))
+        if not ok:
+            interval = f"{'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}"
+            raise ConfigError(f"{key}={value!r} is out of range; valid: {interval}")
+    for key in POSITIVE_OR_NULL:
+        value = select(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}={value!r} is not valid; give a positive number of images or null")
+    from .models import list_variants
+
+    if cfg.model.name not in list_variants():
+        raise ConfigError(f"model.name={cfg.model.name!r} is not valid; choose one of: {', '.join(list_variants())}")
+    if cfg.model.groups == 2 and cfg.model.name == "convnet4":
+        raise ConfigError("model.groups=2 is not valid for model.name='convnet4'; it has no split columns (use 1)")
+    if cfg.data.name == "synthetic":
+        for key in ("data.num_train", "data.num_test", "data.channels", "data.num_classes", "data.size"):
+            if select(cfg, key) < 1:
+                raise ConfigError(f"{key}={select(cfg, key)!r} is not valid; give a positive integer")
+
+
+def job_name(override_dirname: str) -> str:
+    """A run's folder name from its command-line overrides: 'ablation=tanh,seed=3' (or 'default')."""
+    name = override_dirname.replace("/", "_").replace(os.sep, "_")
+    return name or "default"
+
+
+if not OmegaConf.has_resolver("alexlab.job_name"):
+    OmegaConf.register_new_resolver("alexlab.job_name", job_name)

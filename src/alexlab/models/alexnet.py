@@ -1,0 +1,170 @@
+"""The AlexNet family in one file: a variant table, one configurable class, one builder.
+
+Every trick of the paper is a constructor keyword (activation, pooling, lrn, dropout), so a
+config toggle reaches the network in a straight line: conf/ -> config.ModelConfig -> build_model.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .lrn import LocalResponseNorm
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Topology of one family member; channel and unit counts are at width 1.0."""
+    convs: tuple[tuple[int, int, int, int, bool], ...]  # (out channels, kernel, stride, padding, split in two columns)
+    pool_after: tuple[int, ...]  # conv indices followed by max pooling
+    lrn_after: tuple[int, ...]   # conv indices followed by LRN (after the activation, before the pool)
+    hidden: tuple[int, ...]      # hidden fully connected layers, each preceded by dropout
+    padded_pooling: bool         # small inputs: pad the 3/2 pool and ceil the 2/2 pool so both give the same size
+    image_size: int              # the input size the variant was designed for
+    description: str
+
+
+# fmt: off
+VARIANTS: dict[str, Variant] = {}
+
+
+def register_variant(name: str, variant: Variant) -> None:
+    if name in VARIANTS:
+        raise ValueError(f"model variant '{name}' is already registered")
+    VARIANTS[name] = variant
+
+
+def list_variants(pattern: str = "*") -> list[str]:
+    return sorted(n for n in VARIANTS if fnmatch.fnmatch(n, pattern))
+
+
+# The paper's network (Section 3.5, Figure 2). Input 227x227: 55 -> 27 -> 27 -> 13 -> 13 -> 6.
+register_variant("alexnet", Variant(
+    convs=((96, 11, 4, 0, False), (256, 5, 1, 2, True), (384, 3, 1, 1, False),
+           (384, 3, 1, 1, True), (256, 3, 1, 1, True)),
+    pool_after=(0, 1, 4), lrn_after=(0, 1), hidden=(4096, 4096),
+    padded_pooling=False, image_size=227,
+    description="the paper's 227-px net; split columns when groups=2"))
+
+# Same 5-conv/3-FC topology for 28-32 px inputs: conv1 5x5 stride 1 (an 11x11/4 conv would
+# leave 6x6 maps), pools padded so 32 -> 16 -> 8 -> 4 (28 -> 14 -> 7 -> 4).
+register_variant("alexnet_small", Variant(
+    convs=((96, 5, 1, 2, False), (256, 5, 1, 2, True), (384, 3, 1, 1, False),
+           (384, 3, 1, 1, True), (256, 3, 1, 1, True)),
+    pool_after=(0, 1, 4), lrn_after=(0, 1), hidden=(4096, 4096),
+    padded_pooling=True, image_size=32,
+    description="AlexNet topology for 28-32 px images (5x5 stride-1 conv1)"))
+
+# cuda-convnet's CIFAR-10 net ("layers-18pct"): three 5x5 convs (32, 32, 64), 3/2 pools and
+# response normalisation, then one softmax layer: the paper's "four-layer CNN" family.
+register_variant("convnet4", Variant(
+    convs=((32, 5, 1, 2, False), (32, 5, 1, 2, False), (64, 5, 1, 2, False)),
+    pool_after=(0, 1, 2), lrn_after=(0, 1), hidden=(),
+    padded_pooling=True, image_size=32,
+    description="cuda-convnet-style 3 conv + 1 FC net (the paper's CIFAR-10 experiments)"))
+# fmt: on
+
+
+def _pool_out(size: int, overlapping: bool, padded: bool) -> int:
+    if overlapping:
+        return (size + 2 * int(padded) - 3) // 2 + 1
+    return math.ceil(size / 2) if padded else size // 2
+
+
+def _scaled(channels: int, width: float, multiple: int) -> int:
+    return max(multiple, int(round(channels * width / multiple)) * multiple)
+
+
+class AlexNet(nn.Module):
+    def __init__(self, variant: str | Variant = "alexnet", num_classes: int = 1000, in_channels: int = 3,
+                 image_size: int | None = None, activation: str = "relu", pooling: str = "overlapping",
+                 lrn: bool = True, dropout: float = 0.5, groups: int = 1, width: float = 1.0,
+                 init: str = "paper", bias_init: float = 1.0, lrn_size: int = 5, lrn_alpha: float = 1e-4,
+                 lrn_beta: float = 0.75, lrn_k: float = 2.0):
+        super().__init__()
+        spec = VARIANTS[variant] if isinstance(variant, str) else variant
+        image_size = image_size or spec.image_size
+        act = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}[activation]
+        overlapping = {"overlapping": True, "non_overlapping": False}[pooling]
+        if spec.padded_pooling:
+            pool = (lambda: nn.MaxPool2d(3, 2, padding=1)) if overlapping else (lambda: nn.MaxPool2d(2, 2, ceil_mode=True))
+        else:
+            pool = (lambda: nn.MaxPool2d(3, 2)) if overlapping else (lambda: nn.MaxPool2d(2, 2))
+
+        layers: list[nn.Module] = []
+        self.feature_sizes: list[tuple[str, int]] = []  # (layer name, spatial size) for docs and tests
+        self.bias_one: list[nn.Module] = []  # layers the paper initialises with bias 1
+        channels, size = in_channels, image_size
+        for i, (out, kernel, stride, padding, split) in enumerate(spec.convs):
+            out = _scaled(out, width, groups)
+            conv = nn.Conv2d(channels, out, kernel, stride, padding, groups=groups if split else 1)
+            layers += [conv, act()]
+            if i in (1, 3, 4):  # conv2, conv4, conv5 (Section 5)
+                self.bias_one.append(conv)
+            size = (size + 2 * padding - kernel) // stride + 1
+            self.feature_sizes.append((f"conv{i + 1}", size))
+            if lrn and i in spec.lrn_after:
+                layers.append(LocalResponseNorm(lrn_size, lrn_alpha, lrn_beta, lrn_k))
+            if i in spec.pool_after:
+                layers.append(pool())
+                size = _pool_out(size, overlapping, spec.padded_pooling)
+                self.feature_sizes.append((f"pool{i + 1}", size))
+            channels = out
+        if size < 1:
+            raise ValueError(f"image_size={image_size} is too small for model variant {variant!r}")
+        self.features = nn.Sequential(*layers)
+
+        head: list[nn.Module] = [nn.Flatten()]
+        units = channels * size * size
+        self.num_features = units
+        for hidden in spec.hidden:
+            hidden = _scaled(hidden, width, 1)
+            fc = nn.Linear(units, hidden)
+            self.bias_one.append(fc)
+            head += [nn.Dropout(dropout), fc, act()]
+            units = hidden
+        if not spec.hidden:  # convnet4: the toggle drops the FC layer's inputs
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(units, num_classes))
+        self.classifier = nn.Sequential(*head)
+        self.reset_parameters(init, bias_init)
+
+    def reset_parameters(self, init: str, bias_init: float) -> None:
+        """'paper': N(0, 0.01) weights, bias `bias_init` in conv2/4/5 and hidden FC, 0 elsewhere
+        (Section 5; Caffe used 0.1 because 1 can stall). 'default': PyTorch's own init."""
+        if init == "default":
+            return
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.constant_(m.bias, bias_init if any(m is b for b in self.bias_one) else 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _get(cfg, key, default):
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def build_model(model_cfg, num_classes: int, in_channels: int, image_size: int) -> AlexNet:
+    """Build a family member from a model config (DictConfig, dataclass or dict; see config.ModelConfig)."""
+    name = _get(model_cfg, "name", "alexnet")
+    if name not in VARIANTS:
+        raise ValueError(f"model.name='{name}' is not a registered variant; choose one of: {', '.join(list_variants())}")
+    kwargs = {key: _get(model_cfg, key, default) for key, default in (
+        ("activation", "relu"), ("pooling", "overlapping"), ("lrn", True), ("dropout", 0.5),
+        ("groups", 1), ("width", 1.0), ("init", "paper"), ("bias_init", 1.0), ("lrn_size", 5),
+        ("lrn_alpha", 1e-4), ("lrn_beta", 0.75), ("lrn_k", 2.0))}
+    return AlexNet(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

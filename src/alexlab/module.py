@@ -1,0 +1,140 @@
+"""The LightningModule: cross-entropy, the paper's SGD, torchmetrics top-1/top-5, epoch curves.
+
+Per step it only updates metric state (no logging, no host sync); `epoch_metrics()` turns
+the epoch into one row of DESIGN.md curves for callbacks.EpochRecorder to write and log.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from .data.augment import center_crop, ten_crop
+
+
+def _metrics(num_classes: int, top5: bool) -> MetricCollection:
+    metrics = {"loss": MeanMetric(), "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if top5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+    return MetricCollection(metrics)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Every epoch's randomness (dropout, crops, flips, lighting) derives from (seed, epoch) alone,
+    so resuming from an end-of-epoch checkpoint replays exactly what an unbroken run does."""
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+class AlexLabModule(pl.LightningModule):
+    def __init__(self, model: nn.Module, transform: nn.Module, num_classes: int, optim_cfg, eval_cfg,
+                 eval_names=("train_clean", "test"), seed: int = 0, max_epochs: int = 90,
+                 channels_last: bool = False, compile: bool = False):
+        super().__init__()
+        self.model, self.transform = model, transform
+        self.optim_cfg, self.eval_cfg, self.seed, self.max_epochs = optim_cfg, eval_cfg, seed, max_epochs
+        self.eval_names = list(eval_names)
+        self.channels_last = channels_last
+        self.forward_fn = torch.compile(model) if compile else model
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.train_metrics = _metrics(num_classes, top5=False)
+        self.eval_metrics = nn.ModuleDict({name: _metrics(num_classes, top5=True) for name in self.eval_names})
+        self.ten_crop = bool(eval_cfg.ten_crop) and "test" in self.eval_names
+        if self.ten_crop:
+            self.ten_crop_metrics = _metrics(num_classes, top5=True)
+        self.images_seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_fn(x)
+
+    # -- data on the device ------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        x = self.transform.train_batch(x) if self.trainer.training else self.transform.eval_view(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(epoch_seed(self.seed, self.current_epoch))
+
+    # -- steps -----------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self._warmup()
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_metrics["loss"].update(loss.detach(), weight=len(y))
+        self.train_metrics["acc"].update(logits.detach(), y)
+        self.images_seen += len(y)
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        view, y = batch
+        name = self.eval_names[dataloader_idx]
+        logits = self(center_crop(view, self.transform.image_size))
+        self._update(self.eval_metrics[name], logits, y)
+        if name == "test" and self.ten_crop:
+            probs = torch.stack([self(c).softmax(-1) for c in ten_crop(view, self.transform.image_size)]).mean(0)
+            self._update(self.ten_crop_metrics, probs.log(), y)
+
+    @staticmethod
+    def _update(metrics: MetricCollection, logits: torch.Tensor, y: torch.Tensor) -> None:
+        metrics["loss"].update(F.cross_entropy(logits.float(), y), weight=len(y))
+        metrics["acc"].update(logits, y)
+        metrics["acc_top5"].update(logits, y)
+
+    # -- one row per epoch -----------------------------------------------------------------------
+    def epoch_metrics(self) -> dict[str, float]:
+        """Compute and reset every metric that saw data this epoch; add the gap and the lr."""
+        row: dict[str, float] = {}
+        groups = [("train", self.train_metrics)] + [(n, m) for n, m in self.eval_metrics.items()]
+        if self.ten_crop:
+            groups.append(("test_10crop", self.ten_crop_metrics))
+        for prefix, metrics in groups:
+            if metrics["loss"].update_count == 0:
+                continue
+            for key, value in metrics.compute().items():
+                if prefix == "test_10crop":
+                    row[f"test/{key}_10crop"] = float(value)
+                else:
+                    row[f"{prefix}/{key}"] = float(value)
+            metrics.reset()
+        if "train_clean/acc" in row and "test/acc" in row:
+            row["gap"] = row["train_clean/acc"] - row["test/acc"]
+        row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        for key in ("train/acc", "test/acc", "gap"):
+            if key in row:  # progress bar and plateau scheduler; loggers get the row from the recorder
+                self.log(key, row[key], logger=False, prog_bar=True, sync_dist=False)
+        return row
+
+    # -- optimiser -------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        optimizer = torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum,
+                                    weight_decay=o.weight_decay, nesterov=o.nesterov)
+        if o.schedule == "none":
+            return optimizer
+        if o.schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, o.step_epochs, o.gamma)
+        elif o.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
+        else:  # plateau: the paper's "divide by 10 when the validation error stops improving"
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=o.gamma,
+                                                                   patience=o.patience)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "test/acc",
+                                                             "interval": "epoch", "strict": False}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _warmup(self) -> None:
+        """Linear warm-up from lr/10 to lr over optim.warmup_epochs, by step (a function of the step alone)."""
+        epochs = self.optim_cfg.warmup_epochs
+        if not epochs or self.current_epoch >= epochs:
+            return
+        total = epochs * max(1, self.trainer.num_training_batches)
+        frac = min(1.0, (self.global_step + 1) / total)
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = self.optim_cfg.lr * (0.1 + 0.9 * frac)
