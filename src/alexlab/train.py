@@ -112,9 +112,23 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
+def quiet_lightning() -> None:
+    """Keep the console to the progress bar and the summary: Lightning's tips and banners go."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*on_after_batch_transfer.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*weights_only.*")
+
+
 def run(cfg: DictConfig) -> dict:
     """Train one configuration into its run folder and return its summary."""
     validate(cfg)
+    quiet_lightning()
     run_dir = resolve_run_dir(cfg)
     summary_path = run_dir / "summary.json"
     if (run_dir / COMPLETED).is_file() and not cfg.trainer.fresh:
