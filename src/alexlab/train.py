@@ -128,7 +128,6 @@ def quiet_lightning() -> None:
 def run(cfg: DictConfig) -> dict:
     """Train one configuration into its run folder and return its summary."""
     validate(cfg)
-    quiet_lightning()
     run_dir = resolve_run_dir(cfg)
     summary_path = run_dir / "summary.json"
     if (run_dir / COMPLETED).is_file() and not cfg.trainer.fresh:
@@ -141,6 +140,7 @@ def run(cfg: DictConfig) -> dict:
     from .callbacks import DivergenceGuard, EpochRecorder, read_metrics_csv
     from .models import count_parameters
 
+    quiet_lightning()
     start = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(run_dir, os.W_OK):
