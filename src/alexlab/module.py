@@ -5,6 +5,8 @@ the epoch into one row of DESIGN.md curves for callbacks.EpochRecorder to write 
 """
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -78,8 +80,9 @@ class AlexLabModule(pl.LightningModule):
         logits = self(center_crop(view, self.transform.image_size))
         self._update(self.eval_metrics[name], logits, y)
         if name == "test" and self.ten_crop:
-            probs = torch.stack([self(c).softmax(-1) for c in ten_crop(view, self.transform.image_size)]).mean(0)
-            self._update(self.ten_crop_metrics, probs.log(), y)
+            # log of the mean softmax over the 10 patches, without log(0) when a probability underflows
+            log_probs = torch.stack([F.log_softmax(self(c).float(), -1) for c in ten_crop(view, self.transform.image_size)])
+            self._update(self.ten_crop_metrics, log_probs.logsumexp(0) - math.log(log_probs.shape[0]), y)
 
     @staticmethod
     def _update(metrics: MetricCollection, logits: torch.Tensor, y: torch.Tensor) -> None:

@@ -4,8 +4,12 @@ Images arrive as uint8 (N, C, H, W) in their stored size (28/32 px small sets, 2
 image folders). `BatchTransform` turns them into normalised float batches:
   train: [0, 1] -> PCA lighting -> per-channel standardisation -> zero-pad -> random crop + flip
   eval:  [0, 1] -> standardisation -> zero-pad ("view"), then a centre crop or the 10 patches.
-Padding after standardisation means the border is the data set's mean colour. Randomness comes
-from torch's global generator of the batch's device, which the training loop reseeds each epoch.
+Standardisation uses the training set's per-channel mean and std (the paper subtracts the
+per-pixel mean image and does not divide). Padding after standardisation means the border is
+the data set's mean colour. One-channel images get the 1-D form of PCA lighting: eigval = the
+pixel variance, eigvec = [[1]]. Randomness comes from torch's global generator of the batch's
+device (which the training loop reseeds each epoch) unless a generator is passed.
+docs/AUGMENTATION.md says what each `data.augment` value does per data set.
 """
 from __future__ import annotations
 
@@ -13,11 +17,15 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+AUGMENTS = ("none", "crop_flip", "crop_flip_pca")  # data.augment
+
 
 def crop_flip(x: torch.Tensor, size: int, flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image uniform random `size`x`size` crops of (N, C, H, W), each mirrored with p=0.5,
     in one gather (no Python loop over images)."""
     n, _, h, w = x.shape
+    if size > h or size > w:
+        raise ValueError(f"crop size {size} is larger than the {h}x{w} images")
     device = x.device
     oy = torch.randint(0, h - size + 1, (n,), device=device, generator=generator)
     ox = torch.randint(0, w - size + 1, (n,), device=device, generator=generator)
@@ -53,8 +61,15 @@ class PCALighting(nn.Module):
 
     def __init__(self, eigval, eigvec, std: float = 0.1):
         super().__init__()
-        self.register_buffer("eigval", torch.as_tensor(eigval, dtype=torch.float32).reshape(-1))
-        self.register_buffer("eigvec", torch.as_tensor(eigvec, dtype=torch.float32).reshape(self.eigval.numel(), -1))
+        if eigval is None or eigvec is None:
+            raise ValueError("PCALighting needs eigval and eigvec (pixel_statistics of the training set)")
+        eigval = torch.as_tensor(eigval, dtype=torch.float32).reshape(-1)
+        eigvec = torch.as_tensor(eigvec, dtype=torch.float32)
+        if eigvec.shape != (eigval.numel(), eigval.numel()):
+            raise ValueError(f"PCALighting: eigvec has shape {tuple(eigvec.shape)}, expected "
+                             f"({eigval.numel()}, {eigval.numel()}) for {eigval.numel()} eigenvalue(s)")
+        self.register_buffer("eigval", eigval)
+        self.register_buffer("eigvec", eigvec)
         self.std = std
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -64,6 +79,7 @@ class PCALighting(nn.Module):
         if x.shape[1] != channels:
             raise ValueError(f"PCALighting has {channels} channel(s) but the batch has {x.shape[1]}")
         alpha = torch.randn(x.shape[0], channels, device=x.device, generator=generator) * self.std
+        # shift_n = sum_i alpha_ni * eigval_i * eigvec[:, i]; its covariance is std^2 P diag(eigval^2) P^T
         shift = (alpha * self.eigval.to(x.device)) @ self.eigvec.to(x.device).T  # (N, C)
         return x + shift.to(x.dtype)[:, :, None, None]
 
@@ -77,10 +93,15 @@ class BatchTransform(nn.Module):
     def __init__(self, mean, std, image_size: int, padding: int, augment: str = "crop_flip",
                  eigval=None, eigvec=None, pca_std: float = 0.1):
         super().__init__()
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment={augment!r} is not valid; choose one of: {', '.join(AUGMENTS)}")
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.image_size, self.padding, self.augment = image_size, padding, augment
         self.lighting = PCALighting(eigval, eigvec, pca_std) if augment == "crop_flip_pca" else None
+        if self.lighting is not None and self.lighting.eigval.numel() != self.mean.numel():
+            raise ValueError(f"PCA lighting has {self.lighting.eigval.numel()} channel(s) but the images have "
+                             f"{self.mean.numel()}")
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
@@ -88,14 +109,14 @@ class BatchTransform(nn.Module):
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, [self.padding] * 4) if self.padding else x
 
-    def train_batch(self, x: torch.Tensor) -> torch.Tensor:
+    def train_batch(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.augment == "none":
             return center_crop(self.eval_view(x), self.image_size)
         x = x.float() / 255.0
-        if self.lighting is not None:
-            x = self.lighting(x)
+        if self.lighting is not None:  # before standardisation: eigen-values are of [0, 1] pixels
+            x = self.lighting(x, generator)
         x = self._pad((x - self.mean) / self.std)
-        return crop_flip(x, self.image_size)
+        return crop_flip(x, self.image_size, generator=generator)
 
     def eval_view(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised and padded, uncropped: `center_crop` or `ten_crop` it."""

@@ -57,14 +57,22 @@ class IndexBatch:
 
 
 def pixel_statistics(images: torch.Tensor) -> dict:
-    """Per-channel mean/std and the eigen-decomposition of the channel covariance of [0, 1] pixels."""
-    c = images.shape[1]
-    pixels = images.permute(1, 0, 2, 3).reshape(c, -1).double() / 255.0
-    mean = pixels.mean(1)
-    cov = torch.cov(pixels) if c > 1 else pixels.var().reshape(1, 1)
-    eigval, eigvec = torch.linalg.eigh(cov.reshape(c, c))
+    """Per-channel mean/std and the eigen-decomposition of the channel covariance of [0, 1] pixels
+    (unbiased, over every pixel of every image). One channel: eigval = [variance], eigvec = [[1]].
+    Accumulated in float64 over chunks of ~4M pixels, so CIFAR-10 or 2,000 256-px images fit in memory."""
+    n, c = images.shape[:2]
+    per_chunk = max(1, (1 << 22) // max(1, images[0, 0].numel()))
+    total, outer, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, c, dtype=torch.float64), 0
+    for start in range(0, n, per_chunk):
+        pixels = images[start:start + per_chunk].transpose(0, 1).reshape(c, -1).double() / 255.0 - 0.5
+        total += pixels.sum(1)
+        outer += pixels @ pixels.T
+        count += pixels.shape[1]
+    mean = total / count
+    cov = (outer - count * torch.outer(mean, mean)) / max(1, count - 1)
+    eigval, eigvec = torch.linalg.eigh(cov)
     order = eigval.argsort(descending=True)
-    return {"mean": mean.tolist(), "std": pixels.std(1).tolist(),
+    return {"mean": (mean + 0.5).tolist(), "std": cov.diagonal().clamp_min(0).sqrt().tolist(),
             "eigval": eigval[order].clamp_min(0).tolist(), "eigvec": eigvec[:, order].tolist()}
 
 
@@ -124,7 +132,10 @@ class AlexDataModule(pl.LightningDataModule):
     def statistics(self) -> dict:
         """Training-set pixel statistics, computed once and cached in <paths.data>/stats/."""
         stats = self._dataset_statistics()
-        if self.cfg.pca == "imagenet":
+        if self.cfg.pca == "imagenet" and self.cfg.augment == "crop_flip_pca":
+            if self.in_channels != 3:
+                raise DataError(f"data.pca=imagenet needs RGB images but {self.cfg.name} has {self.in_channels} channel(s); "
+                                f"use data.pca=dataset (1-D lighting from the pixel variance) or data.augment=crop_flip")
             stats = {**stats, **IMAGENET_PCA}
         return stats
 
@@ -132,12 +143,16 @@ class AlexDataModule(pl.LightningDataModule):
         key = f"{self.cfg.name}-{self.num_train}-{self.cfg.root or 'default'}"
         if self.cfg.name == "synthetic":
             key += f"-{self.cfg.num_classes}-{self.cfg.channels}-{self.cfg.size}"
+        elif self.cfg.name == "imagefolder":
+            key += f"-{self.cfg.resize}"
         path = Path(self.data_dir) / "stats" / f"{self.cfg.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
         if path.is_file():
             try:
-                return json.loads(path.read_text())
-            except (OSError, ValueError):
-                pass  # a damaged cache is recomputed
+                cached = json.loads(path.read_text())
+                if all(len(cached[k]) == self.in_channels for k in ("mean", "std", "eigval", "eigvec")):
+                    return cached
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # a damaged or mismatched cache is recomputed
         if self.folder is not None:
             train = self.folder["train"]
             step = max(1, self.num_train // STATS_SAMPLE)
