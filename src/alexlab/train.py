@@ -125,8 +125,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*weights_only.*")
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train one configuration into its run folder and return its summary."""
+def run(cfg: DictConfig, extra_callbacks=()) -> dict:
+    """Train one configuration into its run folder and return its summary (`extra_callbacks`:
+    benchmarks time the real path by adding a timer)."""
     validate(cfg)
     run_dir = resolve_run_dir(cfg)
     summary_path = run_dir / "summary.json"
@@ -170,7 +171,7 @@ def run(cfg: DictConfig) -> dict:
     write_json(summary_path, summary)
 
     recorder = EpochRecorder(run_dir, cfg.eval.every_n_epochs)
-    callbacks = [recorder, DivergenceGuard()]
+    callbacks = [recorder, DivergenceGuard(), *extra_callbacks]
     if cfg.trainer.progress_bar:
         from pytorch_lightning.callbacks import RichProgressBar
         callbacks.append(RichProgressBar(leave=False))
