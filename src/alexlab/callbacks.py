@@ -52,6 +52,7 @@ class EpochRecorder(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.epoch_start = time.perf_counter()
         self.images_at_start = pl_module.images_seen
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the lr this epoch trains with
         self.train_time = None
 
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -62,7 +63,7 @@ class EpochRecorder(pl.Callback):
         now = time.perf_counter()
         train_time = self.train_time if self.train_time is not None else now - self.epoch_start
         images = (pl_module.images_seen - self.images_at_start) * trainer.world_size
-        row = {"epoch": trainer.current_epoch, **pl_module.epoch_metrics(),
+        row = {"epoch": trainer.current_epoch, **pl_module.epoch_metrics(), "lr": self.lr,
                "epoch_time_s": now - self.epoch_start, "images_per_s": images / max(train_time, 1e-9)}
         self.rows.append(row)
         if trainer.is_global_zero:

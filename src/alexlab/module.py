@@ -24,10 +24,11 @@ def _metrics(num_classes: int, top5: bool) -> MetricCollection:
     return MetricCollection(metrics)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Every epoch's randomness (dropout, crops, flips, lighting) derives from (seed, epoch) alone,
-    so resuming from an end-of-epoch checkpoint replays exactly what an unbroken run does."""
-    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+def step_seed(seed: int, step: int) -> int:
+    """Each training step's randomness (crops, flips, lighting, dropout) derives from (seed, step)
+    alone, so a resumed run replays exactly what an unbroken run does, whatever else consumed
+    random numbers in between (DataLoader iterators, validation)."""
+    return (seed * 1_000_003 + step * 7919 + 1) % (2**63 - 1)
 
 
 class AlexLabModule(pl.LightningModule):
@@ -55,13 +56,14 @@ class AlexLabModule(pl.LightningModule):
     # -- data on the device ------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
-        x = self.transform.train_batch(x) if self.trainer.training else self.transform.eval_view(x)
+        if self.trainer.training:
+            torch.manual_seed(step_seed(self.seed, self.global_step))
+            x = self.transform.train_batch(x)
+        else:
+            x = self.transform.eval_view(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
-
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(epoch_seed(self.seed, self.current_epoch))
 
     # -- steps -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -92,7 +94,7 @@ class AlexLabModule(pl.LightningModule):
 
     # -- one row per epoch -----------------------------------------------------------------------
     def epoch_metrics(self) -> dict[str, float]:
-        """Compute and reset every metric that saw data this epoch; add the gap and the lr."""
+        """Compute and reset every metric that saw data this epoch; add the gap."""
         row: dict[str, float] = {}
         groups = [("train", self.train_metrics)] + [(n, m) for n, m in self.eval_metrics.items()]
         if self.ten_crop:
@@ -108,7 +110,6 @@ class AlexLabModule(pl.LightningModule):
             metrics.reset()
         if "train_clean/acc" in row and "test/acc" in row:
             row["gap"] = row["train_clean/acc"] - row["test/acc"]
-        row["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         for key in ("train/acc", "test/acc", "gap"):
             if key in row:  # progress bar and plateau scheduler; loggers get the row from the recorder
                 self.log(key, row[key], logger=False, prog_bar=True, sync_dist=False)

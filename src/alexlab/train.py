@@ -129,6 +129,9 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     """Train one configuration into its run folder and return its summary (`extra_callbacks`:
     benchmarks time the real path by adding a timer)."""
     validate(cfg)
+    from .sweep import check_launch, in_multirun
+    if in_multirun():
+        check_launch(cfg)
     run_dir = resolve_run_dir(cfg)
     summary_path = run_dir / "summary.json"
     if (run_dir / COMPLETED).is_file() and not cfg.trainer.fresh:
@@ -245,6 +248,9 @@ FAILURES: list[str] = []  # one line per failed job of this process, reported by
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def hydra_main(cfg: DictConfig):
     # An expected failure ends this job, not the process: the next trial of a sweep still runs.
+    from .sweep import in_multirun, run_trial
+    if in_multirun():  # ledger, OOM retries, any exception recorded: never raises
+        return run_trial(cfg, run)
     try:
         return run(cfg)
     except AlexlabError as err:
@@ -275,7 +281,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
     try:
         hydra_main()
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException, AlexlabError) as err:
         if full_trace:
             raise
         print(f"alexlab: error: {one_line(err)}", file=sys.stderr)

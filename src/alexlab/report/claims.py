@@ -1,0 +1,86 @@
+"""The paper's claims that an ablation arm can test, with the paper's figure and later evidence.
+
+Effects are always ablation minus paper (the arm without the trick minus the arm with every
+trick), in the units of METRICS: percentage points of error or gap, or a ratio of epochs. A
+claim's `direction` is the sign the paper predicts for that effect (+1: removing the trick makes
+the metric larger). Figures are from PAPER.md; `paper_value`/`later_value` restate them in the
+effect's own units where the source gives a number (None where it only gives words).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str       # column of the per-run frame
+    label: str
+    unit: str         # "pt" (x100 for display), "epochs", "x" (ratio, tested on the log scale)
+    reading: str      # which epoch the value is read at
+    best_of: str | None = None  # the same quantity read at the best epoch (shown beside, never judged)
+
+
+METRICS = {
+    "test_error": Metric("test_error", "test error", "pt", "final epoch", "test_error_best"),
+    "gap": Metric("gap", "gap (train_clean acc - test acc)", "pt", "final epoch", "gap_best"),
+    "test_error_best": Metric("test_error_best", "best test error", "pt", "best epoch"),
+    "gap_best": Metric("gap_best", "gap at the best epoch", "pt", "best epoch"),
+    "best_epoch": Metric("best_epoch", "best epoch (0-based)", "epochs", "best epoch"),
+    "epochs_ratio": Metric("epochs_to_error", "epochs to the training-error threshold", "x",
+                           "first epoch below threshold"),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    ablation: str      # conf/ablation/<name>.yaml
+    metric: str        # key of METRICS
+    direction: int     # +1 or -1: the sign of (ablation - paper) the paper predicts
+    section: str
+    claim: str
+    paper: str         # the paper's figure, as it states it
+    paper_value: float | None
+    short: str = ""    # the paper's figure in the effect's units, for the console
+    later: str = ""    # later evidence, as published
+    later_value: float | None = None
+
+
+CLAIMS = (
+    Claim("relu_speed", "tanh", "epochs_ratio", +1, "3.1",
+          "ReLU reaches 25% training error faster than tanh",
+          "6x faster (CIFAR-10, four-layer CNN, Figure 1)", 6.0, "6x",
+          "Mishkin et al.: tanh top-1 acc 0.401 vs ReLU 0.470 (CaffeNet, 128 px)", None),
+    Claim("lrn_error", "no_lrn", "test_error", +1, "3.3",
+          "LRN lowers test error",
+          "+1.4 pt top-1 without it (ImageNet); CIFAR-10 four-layer CNN 13% without vs 11% with", 1.4, "+1.4 pt",
+          "VGG A vs A-LRN 29.6 vs 29.7 top-1; Mishkin et al. no LRN 0.471 vs 0.470 acc: no gain", -0.1),
+    Claim("overlap_error", "no_overlap", "test_error", +1, "3.4",
+          "overlapping 3/2 pooling lowers test error",
+          "+0.4 pt top-1 with 2/2 pooling", 0.4, "+0.4 pt",
+          "Mishkin et al.: 2/2 pooling 0.484 vs 3/2 0.471 acc (2/2 better)", -1.3),
+    Claim("overlap_gap", "no_overlap", "gap", +1, "3.4",
+          "overlapping pooling makes the net slightly harder to overfit",
+          "'slightly more difficult to overfit' (no figure)", None, "> 0 (words)"),
+    Claim("dropout_gap", "no_dropout", "gap", +1, "4.2",
+          "without dropout the net overfits substantially",
+          "'substantial overfitting' (no figure)", None, "> 0 (words)",
+          "Mishkin et al.: dropout 0.3 beats 0.5 by 2.6 pt acc (short schedule)", None),
+    Claim("dropout_speed", "no_dropout", "epochs_ratio", -1, "4.2",
+          "dropout roughly doubles the iterations needed to converge",
+          "about 2x (read here: epochs to the training-error threshold, no_dropout/paper = 0.5)", 0.5, "0.5x"),
+    Claim("augment_gap", "no_augment", "gap", +1, "4.1",
+          "without data augmentation the net overfits substantially",
+          "'substantial overfitting' (no figure)", None, "> 0 (words)"),
+    Claim("augment_error", "no_augment", "test_error", +1, "4.1",
+          "augmentation lowers test error",
+          "PCA lighting alone: >= 1 pt top-1 (this arm also drops crops and flips)", 1.0, ">= +1 pt"),
+)
+
+TRICKS = {  # ablation arm -> what it removes, for headings
+    "tanh": "ReLU -> tanh (Section 3.1)",
+    "no_lrn": "no local response normalisation (Section 3.3)",
+    "no_overlap": "2/2 instead of overlapping 3/2 pooling (Section 3.4)",
+    "no_dropout": "no dropout (Section 4.2)",
+    "no_augment": "no crops, flips or PCA lighting (Section 4.1)",
+}

@@ -1,0 +1,142 @@
+"""PNG plots: per trick, accuracy and gap curves (paper vs ablation); one forest plot of effects.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so nothing here changes the
+backend of a notebook or script that imports it.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .analysis import REFERENCE, Analysis
+from .claims import CLAIMS, TRICKS
+
+COLORS = {REFERENCE: "#1f77b4", "ablation": "#d62728"}
+METRIC_COLORS = {"test_error": "#1f77b4", "gap": "#ff7f0e", "test_error_best": "#7f7f7f"}
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "group"
+
+
+def seed_curves(analysis: Analysis, group: str, ablation: str, column: str) -> pd.DataFrame:
+    """Epoch x seed table of one metric for the completed runs of one arm."""
+    runs = analysis.per_run
+    picked = runs[(runs["group"] == group) & (runs["ablation"] == ablation) & runs["ok"]]
+    history = analysis.sweep.history
+    if column not in history or picked.empty:
+        return pd.DataFrame()
+    rows = history[history["run"].isin(picked["run"])]
+    return rows.pivot_table(index="epoch", columns="run", values=column, aggfunc="last").sort_index()
+
+
+def band(ax, table: pd.DataFrame, color: str, label: str, style: str = "-") -> None:
+    if table.empty:
+        return
+    mean = table.mean(axis=1)
+    ax.plot(table.index, mean, style, color=color, lw=2, label=label)
+    if table.shape[1] > 1:
+        ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=color, alpha=0.15, lw=0)
+
+
+def trick_figure(analysis: Analysis, group: str, ablation: str) -> Figure:
+    fig = new_figure(11, 4.2)
+    acc, gap = fig.subplots(1, 2)
+    for arm, color in ((REFERENCE, COLORS[REFERENCE]), (ablation, COLORS["ablation"])):
+        clean = seed_curves(analysis, group, arm, "train_clean/acc")
+        test = seed_curves(analysis, group, arm, "test/acc")
+        n = max(clean.shape[1] if len(clean) else 0, test.shape[1] if len(test) else 0)
+        band(acc, clean, color, f"{arm}: train_clean ({n} seed{'s' * (n != 1)})", "-")
+        band(acc, test, color, f"{arm}: test", "--")
+        g = seed_curves(analysis, group, arm, "gap")
+        if g.empty and len(clean) and len(test):
+            g = clean - test
+        band(gap, g, color, f"{arm} ({n} seed{'s' * (n != 1)})")
+    acc.set(title="Accuracy: train_clean (solid) vs test (dashed)", xlabel="epoch", ylabel="accuracy")
+    gap.axhline(0, color="black", lw=0.8)
+    gap.set(title="Overfitting gap = train_clean acc - test acc", xlabel="epoch", ylabel="gap (accuracy)")
+    for ax in (acc, gap):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    heading = TRICKS.get(ablation, ablation)
+    fig.suptitle(f"{heading}: paper vs {ablation}" + (f"\n{group}" if analysis.per_run["group"].nunique() > 1
+                                                       else "") + "  (line: mean over seeds; band: min-max)",
+                 fontsize=11)
+    return fig
+
+
+def forest_figure(analysis: Analysis) -> Figure:
+    fx = analysis.effects
+    pts = fx[fx["metric"].isin(["test_error", "gap"]) & (fx["n"] > 0)].reset_index(drop=True)
+    ratios = fx[(fx["metric"] == "epochs_ratio") & (fx["n"] > 0)].reset_index(drop=True)
+    multi = fx["group"].nunique() > 1
+    fig = new_figure(11, 1.6 + 0.42 * max(len(pts), len(ratios), 3))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    paper_marks = {(c.ablation, c.metric): c for c in CLAIMS}
+
+    def label(row) -> str:
+        name = f"{row.ablation}: {'test error' if row.metric == 'test_error' else 'gap' if row.metric == 'gap' else 'epochs ratio'}"
+        return (f"{name}\n{row.group}" if multi else name) + ("  (n=1, no interval)" if row.n == 1 else "")
+
+    for ax, rows, null, unit in ((left, pts, 0.0, "pt"), (right, ratios, 1.0, "x")):
+        ys = np.arange(len(rows))[::-1]
+        for y, row in zip(ys, rows.itertuples()):
+            color = METRIC_COLORS.get(row.metric, "#2ca02c")
+            if math.isfinite(row.low):
+                ax.errorbar(row.effect, y, xerr=[[row.effect - row.low], [row.high - row.effect]], fmt="o",
+                            color=color, capsize=4)
+            else:
+                ax.plot(row.effect, y, "o", mfc="white", color=color)
+            claim = paper_marks.get((row.ablation, row.metric))
+            if claim and claim.paper_value is not None:
+                ax.plot(claim.paper_value, y, "x", color="black", ms=8)
+            if claim and claim.later_value is not None:
+                ax.plot(claim.later_value, y, "D", color="grey", ms=5, mfc="none")
+        ax.axvline(null, color="black", lw=0.8)
+        ax.set_yticks(ys, [label(r) for r in rows.itertuples()], fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    left.set(title="Effect of removing the trick (ablation - paper), final epoch",
+             xlabel="difference in percentage points (> 0: worse / more overfitting without the trick)")
+    right.set(title="Epochs to the training-error threshold", xlabel="ratio ablation / paper (log scale)")
+    if len(ratios):
+        right.set_xscale("log")
+    else:
+        right.text(0.5, 0.5, "no seed pair reached the threshold\n(or no tanh / no_dropout arm)",
+                   ha="center", va="center", transform=right.transAxes, fontsize=9, color="grey")
+        right.set_yticks([])
+    handles = [left.plot([], [], "o", color=METRIC_COLORS["test_error"], label="test error (95% CI)")[0],
+               left.plot([], [], "o", color=METRIC_COLORS["gap"], label="gap (95% CI)")[0],
+               left.plot([], [], "x", color="black", label="paper's figure")[0],
+               left.plot([], [], "D", color="grey", mfc="none", label="later work")[0]]
+    left.legend(handles=handles, fontsize=8, loc="best")
+    fig.suptitle(f"All effects with {analysis.confidence:.0%} paired t-intervals over seeds", fontsize=11)
+    return fig
+
+
+def write_plots(analysis: Analysis, out: Path) -> dict[tuple[str, str], Path]:
+    """Write report_curves_<ablation>.png per trick and report_forest.png; return their paths."""
+    out = Path(out)
+    paths: dict[tuple[str, str], Path] = {}
+    multi = analysis.per_run["group"].nunique() > 1
+    for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=True):
+        name = f"report_curves_{slug(group) + '_' if multi else ''}{slug(ablation)}.png"
+        trick_figure(analysis, group, ablation).savefig(out / name)
+        paths[(group, ablation)] = out / name
+    if len(analysis.effects):
+        forest_figure(analysis).savefig(out / "report_forest.png")
+        paths[("", "forest")] = out / "report_forest.png"
+    return paths

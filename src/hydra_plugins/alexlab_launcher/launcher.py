@@ -1,0 +1,229 @@
+"""alexlab's Hydra launcher: `launcher=local` (trials one after another in this process) and
+`launcher=gpu_pool` (trials at once in fresh processes, each pinned to a GPU of the pool through
+CUDA_VISIBLE_DEVICES; on a CPU-only box launcher.n_jobs trials with the CPU threads split).
+
+Both read their settings from the task config's `launcher` node, register every trial in the
+sweep ledger before starting any, and skip finished trials without starting a process.
+Plugin discovery executes this module at every start: keep it free of torch, and of
+`from __future__ import annotations` (its dataclasses are built before the module is registered).
+"""
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlexlabLauncherConf:
+    _target_: str = "hydra_plugins.alexlab_launcher.launcher.AlexlabLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="alexlab", node=AlexlabLauncherConf, provider="alexlab")
+
+
+@dataclass
+class Trial:
+    idx: int
+    overrides: list
+    config: DictConfig   # the composed sweep config of this trial (hydra node included)
+    key: str             # its folder below the sweep dir: the ledger's name for it
+    run_dir: Path
+
+
+def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
+                   initial_job_idx: int, extra: Sequence[str] = ()) -> list[Trial]:
+    """Compose every trial's config once and register them all in the ledger as waiting."""
+    from alexlab.sweep import Ledger
+
+    trials = []
+    saved = HydraConfig.instance().cfg
+    try:
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            overrides = list(overrides) + list(extra)
+            sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+                sweep_config.hydra.job.num = idx
+            HydraConfig.instance().set_config(sweep_config)
+            key = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
+            run_dir = Path(os.path.abspath(str(sweep_config.hydra.sweep.dir))) / key
+            trials.append(Trial(idx, overrides, sweep_config, key, run_dir))
+    finally:
+        HydraConfig.instance().cfg = saved
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    Ledger(sweep_dir).register({t.key: {"overrides": filter_overrides(t.overrides), "run_dir": str(t.run_dir)}
+                                for t in trials})
+    return trials
+
+
+def returned(trial: Trial, value: Any) -> JobReturn:
+    ret = JobReturn(overrides=trial.overrides, cfg=None, hydra_cfg=None, working_dir=os.getcwd(),
+                    task_name=str(trial.config.hydra.job.name), status=JobStatus.COMPLETED)
+    ret.return_value = value
+    return ret
+
+
+class AlexlabLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from alexlab.sweep import check_launch
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        check_launch(self.config)  # before anything is written: DDP needs launcher=slurm
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if self.config.launcher.name == "gpu_pool":
+            return self._pool(job_overrides, initial_job_idx)
+        return self._sequential(job_overrides, initial_job_idx)
+
+    def _sequential(self, job_overrides, initial_job_idx) -> list[JobReturn]:
+        trials = prepare_trials(self.hydra_context, self.config, job_overrides, initial_job_idx)
+        log.info(f"Launching {len(trials)} trials one after another in {self.config.hydra.sweep.dir}")
+        results = []
+        for trial in trials:
+            log.info(f"\t#{trial.idx} : {' '.join(filter_overrides(trial.overrides))}")
+            HydraConfig.instance().set_config(trial.config)
+            results.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                   config=trial.config, job_dir_key="hydra.sweep.dir",
+                                   job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return results
+
+    def _pool(self, job_overrides, initial_job_idx) -> list[JobReturn]:
+        from alexlab.sweep import DevicePool, Ledger, finished_before
+
+        cfg = self.config
+        gpus = [] if cfg.trainer.accelerator == "cpu" else visible_gpus()
+        pool = DevicePool(gpus, cfg.launcher.trials_per_gpu) if gpus else DevicePool(["cpu"], cfg.launcher.n_jobs)
+        extra = ["trainer.progress_bar=false"]  # a log file per trial, not interleaved bars
+        threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // pool.capacity)
+        if not cfg.trainer.threads:
+            extra.append(f"trainer.threads={threads}")
+        trials = prepare_trials(self.hydra_context, cfg, job_overrides, initial_job_idx, extra)
+        ledger = Ledger(Path(str(cfg.hydra.sweep.dir)))
+        where = f"GPUs {','.join(gpus)} x {pool.per_device} trial(s) each" if gpus else f"{pool.capacity} CPU slots"
+        log.info(f"Launching {len(trials)} trials on {where}, {threads} threads each, in {cfg.hydra.sweep.dir}")
+
+        results: list[Optional[JobReturn]] = [None] * len(trials)
+        waiting: deque = deque()
+        for pos, trial in enumerate(trials):
+            done = None if cfg.trainer.fresh else finished_before(trial.run_dir)
+            if done is not None:  # no process (and no torch import) just to skip it
+                log.info(f"\t#{trial.idx} {trial.key}: {done['status']} earlier; skipped")
+                ledger.update(trial.key, state=done["status"], skipped=True, error=done.get("error"))
+                results[pos] = returned(trial, done)
+            else:
+                waiting.append(pos)
+
+        context = multiprocessing.get_context("spawn")
+        singleton_state = Singleton.get_state()
+        running: dict = {}  # process sentinel -> (process, device, position)
+        try:
+            while waiting or running:
+                while waiting:
+                    device = pool.acquire()
+                    if device is None:
+                        break
+                    pos = waiting.popleft()
+                    trial = trials[pos]
+                    env = {"OMP_NUM_THREADS": str(threads)}
+                    if gpus:
+                        env["CUDA_VISIBLE_DEVICES"] = str(device)
+                    trial.run_dir.mkdir(parents=True, exist_ok=True)
+                    payload = _dumps((self.hydra_context, trial.config, self.task_function, singleton_state))
+                    proc = context.Process(target=run_in_child, args=(payload, env, str(trial.run_dir / "console.log")),
+                                           name=f"alexlab-trial-{trial.idx}", daemon=False)
+                    proc.start()
+                    running[proc.sentinel] = (proc, device, pos)
+                    log.info(f"\t#{trial.idx} [{device}] started {trial.key} (log: {trial.run_dir / 'console.log'})")
+                for sentinel in multiprocessing.connection.wait(list(running)):
+                    proc, device, pos = running.pop(sentinel)
+                    proc.join()
+                    pool.release(device)
+                    trial = trials[pos]
+                    entry = ledger.read()["trials"].get(trial.key, {})
+                    if proc.exitcode != 0 and entry.get("state") in (None, "waiting", "running"):
+                        error = f"trial process ended with exit code {proc.exitcode} (see {trial.run_dir / 'console.log'})"
+                        ledger.update(trial.key, state="failed", error=error)
+                        entry = {**entry, "state": "failed", "error": error}
+                    log.info(f"\t#{trial.idx} [{device}] {entry.get('state')}: {trial.key}"
+                             + (f" ({entry['error']})" if entry.get("error") else ""))
+                    results[pos] = returned(trial, {"status": entry.get("state"), "error": entry.get("error")})
+        except BaseException:  # Ctrl-C or an error here: stop the trials; their checkpoints let a rerun resume
+            for proc, _, _ in running.values():
+                proc.terminate()
+            for proc, _, _ in running.values():
+                proc.join()
+            raise
+        return results
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them for the children."""
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [d.strip() for d in listed.split(",") if d.strip()][:count]
+
+
+def _dumps(obj) -> bytes:
+    import cloudpickle  # the task function is a closure under hydra.main: plain pickle cannot send it
+
+    return cloudpickle.dumps(obj)
+
+
+def run_in_child(payload: bytes, env: dict, log_path: str) -> None:
+    """A spawned trial process: device and threads first (before torch is imported), then the job."""
+    os.environ.update(env)
+    _die_with_parent()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    import cloudpickle
+
+    hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(config)
+    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=config,
+                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    if ret.status != JobStatus.COMPLETED:
+        raise SystemExit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: a trial dies with the launcher (kill -9 included), so a rerun never races an orphan."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

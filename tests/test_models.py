@@ -1,0 +1,107 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexlab.models import VARIANTS, AlexNet, Variant, build_model, count_parameters, list_variants, register_variant
+
+TOGGLES = list(itertools.product(["relu", "tanh"], ["overlapping", "non_overlapping"], [True, False], [0.0, 0.5]))
+
+
+def tiny_model(name, activation="relu", pooling="overlapping", lrn=True, dropout=0.5, **kw):
+    cfg = {"name": name, "activation": activation, "pooling": pooling, "lrn": lrn, "dropout": dropout,
+           "width": 0.125, "init": "default", **kw}
+    return build_model(cfg, kw.pop("num_classes", 7), kw.pop("in_channels", 1), kw.pop("image_size", 28))
+
+
+@pytest.mark.parametrize("name", ["alexnet_small", "convnet4"])
+@pytest.mark.parametrize("activation,pooling,lrn,dropout", TOGGLES)
+@pytest.mark.parametrize("in_channels,image_size", [(1, 28), (3, 32)])
+def test_every_small_variant_and_toggle_trains(name, activation, pooling, lrn, dropout, in_channels, image_size):
+    torch.manual_seed(0)
+    model = build_model({"name": name, "activation": activation, "pooling": pooling, "lrn": lrn, "dropout": dropout,
+                         "width": 0.125, "init": "default"}, num_classes=7, in_channels=in_channels, image_size=image_size)
+    x, y = torch.randn(4, in_channels, image_size, image_size), torch.randint(0, 7, (4,))
+    out = model(x)
+    assert out.shape == (4, 7)
+    loss = F.cross_entropy(out, y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {pname}"
+
+
+@pytest.mark.parametrize("activation,pooling,lrn", list(itertools.product(["relu", "tanh"], ["overlapping", "non_overlapping"], [True, False])))
+def test_paper_net_toggles_at_227(activation, pooling, lrn):
+    torch.manual_seed(0)
+    model = build_model({"name": "alexnet", "activation": activation, "pooling": pooling, "lrn": lrn, "groups": 2,
+                         "width": 0.0625, "init": "paper", "bias_init": 0.1}, 5, 3, 227)
+    out = model(torch.randn(2, 3, 227, 227))
+    assert out.shape == (2, 5)
+    F.cross_entropy(out, torch.tensor([0, 4])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("groups,expected", [(2, 60_965_224), (1, 62_378_344)])
+def test_paper_parameter_counts(groups, expected):
+    model = build_model({"name": "alexnet", "groups": groups}, 1000, 3, 227)
+    assert count_parameters(model) == expected
+
+
+def test_paper_feature_map_sizes_at_227():
+    model = build_model({"name": "alexnet", "groups": 2, "width": 0.0625}, 10, 3, 227)
+    assert dict(model.feature_sizes) == {"conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13, "conv3": 13,
+                                         "conv4": 13, "conv5": 13, "pool5": 6}
+    full = build_model({"name": "alexnet", "groups": 2}, 1000, 3, 227)
+    assert full.num_features == 9216 == full.classifier[2].in_features
+    # measured, not only computed: the feature extractor really yields 256 x 6 x 6
+    assert model.features(torch.zeros(1, 3, 227, 227)).shape[-2:] == (6, 6)
+
+
+@pytest.mark.parametrize("name,size", [("alexnet", 227), ("alexnet_small", 28), ("alexnet_small", 32), ("convnet4", 28), ("convnet4", 32)])
+def test_pooling_kinds_give_the_same_sizes(name, size):
+    shapes = [build_model({"name": name, "pooling": p, "width": 0.0625}, 10, 3, size).features(torch.zeros(1, 3, size, size)).shape
+              for p in ("overlapping", "non_overlapping")]
+    assert shapes[0] == shapes[1]
+
+
+def test_paper_initialisation():
+    model = build_model({"name": "alexnet", "groups": 2, "init": "paper", "bias_init": 1.0}, 1000, 3, 227)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    fcs = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [float(c.bias.mean()) for c in convs] == [0.0, 1.0, 0.0, 1.0, 1.0]
+    assert [float(f.bias.mean()) for f in fcs] == [1.0, 1.0, 0.0]
+    w = torch.cat([m.weight.flatten() for m in convs + fcs])
+    assert abs(float(w.std()) - 0.01) < 5e-4 and abs(float(w.mean())) < 1e-4
+    caffe = build_model({"name": "alexnet", "groups": 2, "bias_init": 0.1, "width": 0.0625}, 10, 3, 227)
+    assert float([m for m in caffe.features if isinstance(m, torch.nn.Conv2d)][1].bias.mean()) == pytest.approx(0.1)
+
+
+def test_groups_split_conv2_4_5_only():
+    model = build_model({"name": "alexnet", "groups": 2, "width": 0.0625}, 10, 3, 227)
+    assert [m.groups for m in model.features if isinstance(m, torch.nn.Conv2d)] == [1, 2, 1, 2, 2]
+
+
+def test_registry_lists_and_refuses_duplicates():
+    assert list_variants() == sorted(VARIANTS) and {"alexnet", "alexnet_small", "convnet4"} <= set(VARIANTS)
+    assert list_variants("alexnet*") == ["alexnet", "alexnet_small"]
+    with pytest.raises(ValueError, match="already registered"):
+        register_variant("alexnet", VARIANTS["alexnet"])
+
+
+def test_num_classes_override_and_unknown_variant():
+    model = build_model({"name": "convnet4", "width": 0.25}, 3, 1, 28)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    with pytest.raises(ValueError, match="model.name='vgg'.*alexnet_small"):
+        build_model({"name": "vgg"}, 10, 3, 32)
+
+
+def test_dropout_toggle_reaches_the_network():
+    off = build_model({"name": "alexnet_small", "dropout": 0.0, "width": 0.125}, 10, 1, 28)
+    on = build_model({"name": "alexnet_small", "dropout": 0.3, "width": 0.125}, 10, 1, 28)
+    drops = lambda m: [d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)]
+    assert drops(off) == [0.0, 0.0] and drops(on) == [0.3, 0.3]
+    x = torch.randn(8, 1, 28, 28)
+    on.eval()
+    assert torch.equal(on(x), on(x))  # eval: deterministic

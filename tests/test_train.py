@@ -1,0 +1,115 @@
+"""`alexlab-train` end to end: the run folder, determinism, skip-if-complete, resume, failures."""
+import csv
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow
+TIMING = ("epoch_time_s", "images_per_s")
+
+
+def metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def only_run(tmp_path):
+    dirs = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_cli_run_writes_the_whole_run_folder(tmp_path):
+    proc = run_cli(TINY + ["model.activation=tanh", "model.lrn=false", "seed=3"], tmp_path, check=True)
+    run_dir = only_run(tmp_path)
+    assert run_dir.parent.name == "default" and "model.activation=tanh" in run_dir.name and "seed=3" in run_dir.name
+    for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/last.ckpt", "COMPLETED"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["seed"] == 3 and summary["epochs"] == 2
+    assert summary["num_parameters"] > 0 and summary["versions"]["torch"] and "wall_time_s" in summary
+    assert set(summary["final"]) >= {"train/loss", "train/acc", "train_clean/acc", "test/loss", "test/acc",
+                                     "test/acc_top5", "gap", "lr", "epoch_time_s", "images_per_s"}
+    rows = metrics(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    last = rows[-1]
+    assert float(last["gap"]) == pytest.approx(float(last["train_clean/acc"]) - float(last["test/acc"]))
+    resolved = (run_dir / "config.yaml").read_text()
+    assert "activation: tanh" in resolved and "lrn: false" in resolved and "${" not in resolved
+    assert "test/acc" in proc.stdout  # the one-screen summary
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1
+
+
+def test_same_seed_same_metrics_and_rerun_skips(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    run_cli(TINY + ["seed=7"], a, check=True)
+    run_cli(TINY + ["seed=7"], b, check=True)
+    assert metrics(only_run(a)) == metrics(only_run(b))
+    other = tmp_path / "c"
+    other.mkdir()
+    run_cli(TINY + ["seed=8"], other, check=True)
+    assert metrics(only_run(other)) != metrics(only_run(a))
+    before = (only_run(a) / "summary.json").read_text()
+    again = run_cli(TINY + ["seed=7"], a, check=True)
+    assert "already complete; skipping" in again.stdout
+    assert (only_run(a) / "summary.json").read_text() == before
+
+
+def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
+    args = TINY + ["data.num_train=600", "trainer.max_epochs=3", "optim.schedule=cosine", "seed=5"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    whole.mkdir(), broken.mkdir()
+    run_cli(args, whole, check=True)
+
+    cmd = [sys.executable, "-m", "alexlab.train", *args, f"paths.runs={broken / 'runs'}", f"paths.data={broken / 'data'}"]
+    proc = subprocess.Popen(cmd, cwd=broken, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((broken / "runs").rglob("last.ckpt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = only_run(broken)
+    assert not (run_dir / "COMPLETED").exists(), "killed too late: the run had already finished"
+    done_before = len(metrics(run_dir))
+
+    run_cli(args, broken, check=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("last.ckpt") and summary["status"] == "completed"
+    assert done_before >= 1 and [int(r["epoch"]) for r in metrics(run_dir)] == [0, 1, 2]
+    assert metrics(run_dir) == metrics(only_run(whole))
+    w1 = torch.load(only_run(whole) / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    w2 = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    run_cli(TINY + ["trainer.max_epochs=1"], tmp_path, check=True)
+    run_dir = only_run(tmp_path)
+    (run_dir / "COMPLETED").unlink()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    proc = run_cli(TINY + ["trainer.max_epochs=1"], tmp_path)
+    assert proc.returncode == 2
+    assert f"checkpoint {ckpt} is corrupt or truncated" in proc.stderr and "trainer.fresh=true" in proc.stderr
+    fresh = run_cli(TINY + ["trainer.max_epochs=1", "trainer.fresh=true"], tmp_path, check=True)
+    assert (run_dir / "COMPLETED").is_file() and fresh.returncode == 0
+
+
+def test_divergence_is_reported_and_recorded(tmp_path):
+    proc = run_cli(TINY + ["optim.lr=50"], tmp_path)
+    assert proc.returncode == 2
+    assert re.search(r"alexlab: error: loss is (nan|inf) at epoch \d+, step \d+", proc.stderr), proc.stderr
+    summary = json.loads((only_run(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "diverged" and not (only_run(tmp_path) / "COMPLETED").exists()
