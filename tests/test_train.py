@@ -113,3 +113,9 @@ def test_divergence_is_reported_and_recorded(tmp_path):
     assert re.search(r"alexlab: error: loss is (nan|inf) at epoch \d+, step \d+", proc.stderr), proc.stderr
     summary = json.loads((only_run(tmp_path) / "summary.json").read_text())
     assert summary["status"] == "diverged" and not (only_run(tmp_path) / "COMPLETED").exists()
+
+
+def test_tensorboard_logger_beside_csv(tmp_path):
+    run_cli(TINY + ["trainer.max_epochs=1", "logger=tensorboard"], tmp_path, check=True)
+    run_dir = only_run(tmp_path)
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*")) and (run_dir / "metrics.csv").is_file()

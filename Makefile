@@ -1,0 +1,34 @@
+# The README's commands. `make demo` = set up everything + run the CPU demo; `make test` = the suite.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup data demo test test-fast report clean
+
+$(BIN)/alexlab-train: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	@touch $@
+
+setup: $(BIN)/alexlab-train data
+
+# Fashion-MNIST: Debian's package where apt and root are available; otherwise the demo's
+# first run downloads it through torchvision into data/fashion_mnist.
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "apt failed: torchvision will download Fashion-MNIST"; \
+	else echo "no apt/root: torchvision will download Fashion-MNIST into data/"; fi
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	$(BIN)/pytest -q tests --nbmake notebooks
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow" tests
+
+clean:
+	rm -rf runs multirun outputs
