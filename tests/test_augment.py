@@ -59,7 +59,8 @@ def test_batch_transform_crops_are_windows_of_the_zero_padded_standardised_image
     t = BatchTransform([0.0], [1.0], image_size=side, padding=pad, augment="crop_flip")
     torch.manual_seed(0)
     out = t.train_batch(image.expand(n, 1, side, side))
-    padded = torch.nn.functional.pad(image.float() / 255.0, [pad] * 4)[0, 0]
+    padded = t.eval_view(image)[0, 0]  # standardised, then a zero border
+    assert torch.allclose(padded, torch.nn.functional.pad(image.float() / 255.0, [pad] * 4)[0, 0], rtol=1e-6, atol=0)
     windows = torch.stack([padded[y:y + side, x:x + side] for y in range(2 * pad + 1) for x in range(2 * pad + 1)])
     windows = torch.cat([windows, windows.flip(-1)])  # 50 candidates: 25 offsets, plain and mirrored
     match = (out[:, 0, None] == windows[None]).flatten(2).all(-1)  # (n, 50)
@@ -67,6 +68,22 @@ def test_batch_transform_crops_are_windows_of_the_zero_padded_standardised_image
     counts = match.sum(0)
     assert stats.chisquare(counts.numpy()).pvalue > P_MIN
     assert t.eval_batch(image).equal(padded[pad:pad + side, pad:pad + side].reshape(1, 1, side, side))
+
+
+@pytest.mark.parametrize("stored,padding,size", [(12, 3, 12), (20, 0, 16)])
+def test_batch_transform_is_lighting_then_standardisation_then_padded_crop(stored, padding, size):
+    # the fused fast path (one multiply-add; uint8 crops first when there is no border) computes
+    # exactly the paper's order of operations, drawing the same random numbers
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    t = BatchTransform(mean, std, size, padding, "crop_flip_pca", IMAGENET_PCA["eigval"], IMAGENET_PCA["eigvec"], 0.5)
+    x = torch.randint(0, 256, (64, 3, stored, stored), dtype=torch.uint8)
+    got = t.train_batch(x, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    lit = t.lighting(x.float() / 255, g)
+    standard = (lit - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
+    want = crop_flip(torch.nn.functional.pad(standard, [padding] * 4), size, generator=g)
+    assert got.shape == (64, 3, size, size) and torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, t.train_batch(x, torch.Generator().manual_seed(5)), atol=1e-2)
 
 
 def test_flips_are_exact_mirror_images():
