@@ -68,7 +68,30 @@ def load_folder(root: Path) -> Sweep:
         records.append(record)
         if len(history):
             histories.append(history.assign(run=record["run"]))
+    records += ledger_only(root, dirs)
     return Sweep(str(root), runs_frame(records), history_frame(histories))
+
+
+def ledger_only(root: Path, dirs: list[Path]) -> list[dict]:
+    """Trials a sweep's ledger (sweep_ledger.json, written by the sweep launcher) lists but no folder holds."""
+    have = {d.resolve() for d in dirs}
+    records = []
+    for ledger in sorted(root.rglob("sweep_ledger.json")):
+        try:
+            data = json.loads(ledger.read_text())
+            names = data.get("current") or list(data.get("trials", {}))
+        except (OSError, ValueError, AttributeError):
+            continue
+        for job in names:
+            d = ledger.parent / str(job)
+            if d.resolve() in have:
+                continue
+            fields = dict(re.findall(r"(?:^|,)\+?(ablation|seed)=([^,]*)", str(job)))
+            records.append({"run": d.relative_to(root).as_posix(), "path": str(d), "name": ledger.parent.name,
+                            "job": str(job), "ablation": fields.get("ablation"), "seed": fields.get("seed"),
+                            "status": "missing", "ok": False, "reason": "missing: listed in sweep_ledger.json, no run folder",
+                            "max_epochs": None, "error_threshold": None, "summary": {}})
+    return records
 
 
 def read_run_dir(d: Path, root: Path) -> tuple[dict, pd.DataFrame]:
