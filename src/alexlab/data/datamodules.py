@@ -24,6 +24,7 @@ IMAGENET_PCA = {  # fb.resnet.torch's values for [0, 1] pixels (PAPER.md)
     "eigval": [0.2175, 0.0188, 0.0045],
     "eigvec": [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]],
 }
+EVAL_BATCH_FACTOR = 4  # small in-memory sets: evaluation batches are this many training batches
 STATS_SAMPLE = 2000  # image folders: statistics from this many training images (evenly spaced)
 
 
@@ -180,7 +181,9 @@ class AlexDataModule(pl.LightningDataModule):
         device = self._device()
         x, y = x.to(device), y.to(device)
         sampler = EpochShuffle(len(x), self.seed) if shuffle else None
-        return DataLoader(range(len(x)), batch_size=self.cfg.batch_size, sampler=sampler, shuffle=False,
+        # evaluation keeps no activations for backward: bigger batches run faster on CPU
+        batch_size = self.cfg.batch_size if shuffle else self.cfg.batch_size * EVAL_BATCH_FACTOR
+        return DataLoader(range(len(x)), batch_size=batch_size, sampler=sampler, shuffle=False,
                           collate_fn=IndexBatch(x, y), num_workers=0)
 
     def _folder_loader(self, dataset, shuffle: bool) -> DataLoader:
