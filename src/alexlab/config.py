@@ -26,7 +26,7 @@ class ModelConfig:
     dropout: float = 0.5           # drop probability on fc6/fc7 inputs, in [0, 1) (paper: 0.5, 4.2)
     groups: int = 1                # 1, or 2 = the paper's two-GPU columns on conv2/4/5
     width: float = 1.0             # channel/unit multiplier, > 0 (small variants use 0.125-1)
-    init: str = "paper"            # paper: N(0, 0.01) weights | default: PyTorch's init
+    init: str = "paper"            # paper: N(0, 0.01) weights | kaiming: He-normal | default: PyTorch's init
     bias_init: float = 1.0         # bias of conv2/4/5 and hidden FC under init=paper (paper 1.0, Caffe 0.1)
     lrn_size: int = 5              # n, channels in the window (paper 5)
     lrn_alpha: float = 1e-4        # alpha, not divided by n (paper 1e-4)
@@ -153,7 +153,7 @@ ConfigStore.instance().store(name="alexlab_schema", node=Config)
 CHOICES = {
     "model.activation": ("relu", "tanh"),
     "model.pooling": ("overlapping", "non_overlapping"),
-    "model.init": ("paper", "default"),
+    "model.init": ("paper", "kaiming", "default"),
     "model.groups": (1, 2),
     "data.name": ("fashion_mnist", "cifar10", "imagefolder", "synthetic"),
     "data.augment": ("none", "crop_flip", "crop_flip_pca"),
