@@ -26,6 +26,7 @@ LEDGER = "sweep_ledger.json"
 SUMMARY = "sweep_summary"       # .json and .md beside the ledger
 STATES = ("waiting", "running", "completed", "failed", "diverged")
 BAD = ("failed", "unfinished", "not run")  # outcomes that make the sweep's exit status non-zero
+SWEEP_FAILURES: list[str] = []  # one line per sweep of this process with a BAD trial; main() exits 2
 
 
 def now() -> str:
@@ -290,8 +291,10 @@ def write_summary(sweep_dir: Path, sweep: str = "", experiment: str = "") -> dic
     return report
 
 
-def _fmt(v) -> str:
-    return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+def _fmt(v, column: str = "") -> str:
+    if isinstance(v, float):
+        return f"{v:.1f}" if column == "wall_time_s" else f"{v:.4f}"
+    return "" if v is None else str(v)
 
 
 COLUMNS = ("trial", "outcome", "test/acc", "train_clean/acc", "gap", "epochs", "wall_time_s", "error")
@@ -306,7 +309,7 @@ def short_names(keys: list[str]) -> tuple[list[str], str]:
 
 def _table_rows(report: dict) -> tuple[list[list[str]], str]:
     names, common = short_names([r["trial"] for r in report["trials"]])
-    return [[name] + [_fmt(row[c]) for c in COLUMNS[1:]] for name, row in zip(names, report["trials"])], common
+    return [[name] + [_fmt(row[c], c) for c in COLUMNS[1:]] for name, row in zip(names, report["trials"])], common
 
 
 def summary_markdown(report: dict) -> str:
@@ -341,11 +344,13 @@ class SweepCallback(Callback):
     """Registered in conf/config.yaml; runs in the launching process around the whole sweep."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        try:
+            check_launch(config)
+        except ConfigError:  # the launcher refuses this sweep before anything is written
+            return
         Ledger(str(config.hydra.sweep.dir)).begin()
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from . import train
-
         report = write_summary(Path(str(config.hydra.sweep.dir)), str(config.sweep_name), str(config.name))
         print_summary(report)
         bad = sum(n for k, n in report["counts"].items() if k in BAD)
@@ -353,4 +358,4 @@ class SweepCallback(Callback):
             line = (f"sweep {config.sweep_name}: {bad} of {len(report['trials'])} trials failed or did not finish; "
                     f"rerun the same command to retry them (see {SUMMARY}.md)")
             print(f"alexlab: error: {line}", file=sys.stderr)
-            train.FAILURES.append(line)
+            SWEEP_FAILURES.append(line)

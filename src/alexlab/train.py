@@ -286,7 +286,8 @@ def main() -> None:
             raise
         print(f"alexlab: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
-    if FAILURES:
+    from .sweep import SWEEP_FAILURES
+    if FAILURES or SWEEP_FAILURES:
         sys.exit(2)
 
 

@@ -86,15 +86,15 @@ class AlexlabLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from alexlab.sweep import check_launch
+
+        check_launch(config)  # DDP inside a multirun: refused before the sweeper writes anything
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from alexlab.sweep import check_launch
-
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        check_launch(self.config)  # before anything is written: DDP needs launcher=slurm
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         if self.config.launcher.name == "gpu_pool":
             return self._pool(job_overrides, initial_job_idx)

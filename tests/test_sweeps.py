@@ -1,0 +1,351 @@
+"""Sweeps: every job of every sweep file composes and validates; the GPU pool's assignment rule;
+the ledger; real multiruns (a 2-process CPU pool; a failing, a diverging and a killed trial, then
+a rerun; out-of-memory retries; DDP refused; submitit's local executor)."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from alexlab.config import job_name, validate
+from alexlab.sweep import DevicePool, Ledger, finished_before, short_names
+from conftest import CONF, REPO, TINY
+
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+PAPER_SWEEPS = {"one_at_a_time": 18, "factorial": 96, "relu_vs_tanh": 8, "dropout": 12, "pooling": 6, "lrn": 6,
+                "augment": 9, "seeds": 5}
+GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()} | {"hydra/launcher"}
+SWEEP_TINY = [a for a in TINY if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
+
+
+# ------------------------------------------------------------------------------------ sweep files
+def header_commands(name: str) -> list[list[str]]:
+    """The `alexlab-train -m ...` commands a sweep file's header comment documents."""
+    commands = []
+    for line in (REPO / "sweeps" / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith("alexlab-train -m"):
+            commands.append(shlex.split(text.split(" #")[0])[2:])
+    return commands
+
+
+def jobs_of(args: list[str]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands hydra.sweeper.params and `args`."""
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(args) if not o.is_sweep_override()]
+    cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + list(args)
+    return [list(job) for batch in BasicSweeper.split_arguments(parser.parse_overrides(params), None) for job in batch]
+
+
+def compose_job(job: list[str], cache: dict):
+    """Compose once per set of config-group choices; apply plain key overrides the way Hydra does."""
+    parsed = OverridesParser.create().parse_overrides(job)
+    groups = tuple(o.input_line for o in parsed if o.key_or_group.lstrip("+~") in GROUPS)
+    if groups not in cache:
+        cache[groups] = compose(config_name="config", overrides=list(groups), return_hydra_config=True)
+    cfg = OmegaConf.create(cache[groups])  # a copy
+    OmegaConf.set_struct(cfg, True)
+    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.input_line not in groups], cfg)
+    return cfg, parsed
+
+
+def test_sweep_files_are_the_paper_ablations_and_each_documents_its_command():
+    assert set(PAPER_SWEEPS) <= set(SWEEPS)
+    for name in SWEEPS:
+        text = (REPO / "sweeps" / f"{name}.yaml").read_text()
+        assert text.startswith("# @package _global_"), name
+        assert f"sweep_name: {name}" in text, name
+        assert header_commands(name), f"sweeps/{name}.yaml documents no `alexlab-train -m` command"
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_job_of_every_documented_sweep_command_composes_and_validates(name):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for i, args in enumerate(header_commands(name)):
+            jobs = jobs_of(args)
+            if i == 0 and name in PAPER_SWEEPS:
+                assert len(jobs) == PAPER_SWEEPS[name], (name, len(jobs))
+            cache: dict = {}
+            folders = set()
+            for job in jobs if i == 0 else [jobs[0], jobs[-1]]:  # variants: launcher/experiment only
+                cfg, parsed = compose_job(job, cache)
+                validate(cfg)
+                assert cfg.sweep_name == name
+                excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+                folders.add(job_name(get_overrides_dirname(parsed, excluded, ",", "=")))
+            assert i > 0 or len(folders) == len(jobs), f"two trials of {args} share a run folder"
+            full = compose(config_name="config", overrides=jobs[-1], return_hydra_config=True)
+            fast, _ = compose_job(jobs[-1], cache)  # the shortcut above equals a real composition
+            for key in ("model", "data", "optim", "eval", "trainer", "launcher", "seed", "name", "ablation_name"):
+                assert OmegaConf.select(full, key) == OmegaConf.select(fast, key), (name, key)
+
+
+def test_relu_vs_tanh_is_figure_1_with_an_lr_grid_per_activation():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        jobs = jobs_of(["sweep=relu_vs_tanh"])
+        cfg = compose(config_name="config", overrides=jobs[0])
+    grid = {tuple(sorted(j for j in job if j.startswith(("model.activation", "optim.lr")))) for job in jobs}
+    assert {g[0] for g in grid} == {"model.activation=relu", "model.activation=tanh"} and len(grid) == 8
+    assert (cfg.model.name, cfg.data.name, cfg.model.dropout, cfg.data.augment) == ("convnet4", "cifar10", 0.0, "none")
+    assert cfg.optim.weight_decay == 0.0 and cfg.optim.schedule == "none" and cfg.eval.error_threshold == 0.25
+
+
+def test_launcher_configs_compose_and_slurm_is_submitit_with_one_gpu_per_trial():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        local = compose(config_name="config", return_hydra_config=True)
+        pool = compose(config_name="config", overrides=["launcher=gpu_pool", "launcher.trials_per_gpu=4"],
+                       return_hydra_config=True)
+        slurm = compose(config_name="config", overrides=["launcher=slurm", "hydra.launcher.partition=gpu",
+                                                         "hydra.launcher.account=lab", "hydra.launcher.timeout_min=90"],
+                        return_hydra_config=True)
+    assert local.launcher.name == "local" and local.hydra.launcher._target_.endswith("AlexlabLauncher")
+    assert pool.launcher.name == "gpu_pool" and pool.launcher.trials_per_gpu == 4
+    assert slurm.hydra.launcher._target_ == "hydra_plugins.alexlab_launcher.slurm.AlexlabSlurmLauncher"
+    launcher = slurm.hydra.launcher
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account,
+            launcher.timeout_min) == (1, 1, "gpu", "lab", 90)
+    assert launcher.max_num_timeout > 0  # time limits requeue; the fixed folder makes the requeued job resume
+    for cfg in (local, pool, slurm):
+        validate(cfg)
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert {"hydra_plugins.alexlab_launcher.launcher.AlexlabLauncher",
+            "hydra_plugins.alexlab_launcher.slurm.AlexlabSlurmLauncher"} <= found
+
+
+# ------------------------------------------------------------------------------ pool and ledger
+def test_device_pool_never_shares_a_gpu_at_one_trial_per_gpu_and_reuses_freed_ones():
+    pool = DevicePool(["0", "1", "2"], per_device=1)
+    got = [pool.acquire() for _ in range(3)]
+    assert sorted(got) == ["0", "1", "2"] and pool.acquire() is None
+    pool.release("1")
+    assert pool.acquire() == "1" and pool.acquire() is None
+    with pytest.raises(ValueError):
+        DevicePool(["0"]).release("0")
+
+
+def test_device_pool_packs_k_trials_per_gpu_and_spreads_them():
+    pool = DevicePool(["0", "1"], per_device=3)
+    got = [pool.acquire() for _ in range(6)]
+    assert pool.capacity == 6 and got.count("0") == 3 and got.count("1") == 3 and pool.acquire() is None
+    assert got[:2] == ["0", "1"]  # least busy first: two trials sit on two GPUs, not on one
+    pool.release("0")
+    assert pool.acquire() == "0"
+
+
+def test_device_pool_random_schedule_keeps_every_device_within_its_limit():
+    import random
+
+    rng = random.Random(0)
+    for k in (1, 2, 4):
+        pool, held = DevicePool(list("0123"), per_device=k), []
+        for _ in range(500):
+            if held and (rng.random() < 0.5 or len(held) == pool.capacity):
+                pool.release(held.pop(rng.randrange(len(held))))
+            else:
+                held.append(pool.acquire())
+            assert None not in held and max(held.count(d) for d in "0123") <= k
+
+
+def test_ledger_keeps_every_concurrent_update(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.register({f"t{i}": {"run_dir": str(tmp_path / f"t{i}")} for i in range(3)})
+
+    def work(n):
+        for i in range(6):
+            ledger.update(f"w{n}-{i}", state="running")
+            ledger.update(f"w{n}-{i}", state="completed")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    data = json.loads((tmp_path / "sweep_ledger.json").read_text())
+    assert [data["trials"][f"t{i}"]["state"] for i in range(3)] == ["waiting"] * 3
+    assert sum(v["state"] == "completed" for v in data["trials"].values()) == 24
+    assert len(data["current"]) == 27 and not list(tmp_path.glob(".sweep_ledger.json.tmp*"))
+
+
+def test_short_names_drop_what_every_trial_shares():
+    names, common = short_names(["a=1,seed=0", "a=1,seed=1"])
+    assert names == ["seed=0", "seed=1"] and common == "a=1"
+
+
+# ---------------------------------------------------------------------------- real multiruns
+def cli(args, tmp_path, **kw):
+    return [sys.executable, "-m", "alexlab.train", "-m", *args, f"paths.multirun={tmp_path / 'multirun'}",
+            f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}"], {
+        "cwd": tmp_path, "env": {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}, **kw}
+
+
+def run_sweep(args, tmp_path, timeout=300):
+    cmd, kw = cli(args, tmp_path)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def report(sweep_dir: Path) -> dict:
+    data = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    return {row["trial"]: row for row in data["trials"]}
+
+
+@pytest.mark.slow
+def test_gpu_pool_without_gpu_runs_two_cpu_trials_at_once_with_threads_split(tmp_path):
+    tiny = [a for a in SWEEP_TINY if not a.startswith("trainer.threads")]
+    proc = run_sweep([*tiny, "launcher=gpu_pool", "launcher.n_jobs=2", "seed=0,1"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
+    trials = json.loads((sweep_dir / "sweep_ledger.json").read_text())["trials"]
+    assert [t["state"] for t in trials.values()] == ["completed", "completed"]
+    a, b = trials.values()
+    assert a["pid"] != b["pid"] != os.getpid()
+    assert a["started"] <= b["ended"] and b["started"] <= a["ended"], "the two trials did not overlap"
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for t in trials.values():
+        assert f"threads: {threads}" in (Path(t["run_dir"]) / "config.yaml").read_text()
+        assert (Path(t["run_dir"]) / "console.log").is_file()
+    assert {r["outcome"] for r in report(sweep_dir).values()} == {"completed"}
+
+
+FAULTS = {  # +fault=<name> arms of a test sweep (a config group on the search path, in tmp)
+    "bad_subset": "data:\n  train_subset: 100000\n",        # DataError at setup: failed
+    "diverge": "optim:\n  lr: 100.0\ntrainer:\n  max_epochs: 3\n",   # NaN loss: diverged
+    "ok": "{}\n",
+    "long": "data:\n  num_train: 1024\ntrainer:\n  max_epochs: 4\n",  # the one the test kills
+}
+
+
+def fault_sweep(tmp_path) -> list[str]:
+    conf = tmp_path / "conf"
+    (conf / "fault").mkdir(parents=True)
+    for name, body in FAULTS.items():
+        (conf / "fault" / f"{name}.yaml").write_text("# @package _global_\n" + body)
+    (conf / "sweep").mkdir()
+    (conf / "sweep" / "faults.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /data: synthetic\nsweep_name: faults\n"
+        "data:\n  num_train: 96\n  num_test: 48\n  batch_size: 32\nmodel:\n  width: 0.125\n  init: default\n"
+        "eval:\n  train_clean_size: 32\noptim:\n  lr: 0.02\n"
+        "trainer:\n  max_epochs: 2\n  progress_bar: false\n  threads: 1\n  accelerator: cpu\n"
+        "hydra:\n  sweeper:\n    params:\n      +fault: bad_subset,diverge,ok,long\n")
+    return ["sweep=faults", f"hydra.searchpath=[file://{conf}]"]
+
+
+@pytest.mark.slow
+def test_failed_diverged_and_killed_trials_never_stop_the_sweep_and_a_rerun_finishes_only_the_rest(tmp_path):
+    args = fault_sweep(tmp_path)
+    sweep_dir = tmp_path / "multirun" / "faults" / "default"
+    long_ckpt = sweep_dir / "+fault=long" / "checkpoints" / "last.ckpt"
+    cmd, kw = cli(args, tmp_path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, **kw)
+    deadline = time.time() + 240
+    while not long_ckpt.is_file():  # the last trial has finished its first epoch: kill the whole sweep
+        assert proc.poll() is None, f"sweep ended before the kill:\n{proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "no checkpoint of the long trial"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+
+    states = {k: v["state"] for k, v in json.loads((sweep_dir / "sweep_ledger.json").read_text())["trials"].items()}
+    assert states == {"+fault=bad_subset": "failed", "+fault=diverge": "diverged", "+fault=ok": "completed",
+                      "+fault=long": "running"}
+    assert not (sweep_dir / "sweep_summary.json").exists()  # the launcher died: no summary, the ledger has it all
+    ok_dir, diverge_dir = sweep_dir / "+fault=ok", sweep_dir / "+fault=diverge"
+    before = {p: p.stat().st_mtime_ns for p in (ok_dir / "COMPLETED", ok_dir / "summary.json",
+                                                ok_dir / "metrics.csv", diverge_dir / "summary.json")}
+
+    rerun = run_sweep(args, tmp_path)
+    assert rerun.returncode == 2, rerun.stderr[-3000:]
+    rows = report(sweep_dir)
+    assert {k: r["outcome"] for k, r in rows.items()} == {
+        "+fault=bad_subset": "failed", "+fault=diverge": "diverged", "+fault=ok": "skipped",
+        "+fault=long": "completed"}
+    assert "train_subset=100000 is larger than" in rows["+fault=bad_subset"]["error"]
+    assert "loss is nan" in rows["+fault=diverge"]["error"] or "loss is inf" in rows["+fault=diverge"]["error"]
+    assert rows["+fault=long"]["resumed"] and rows["+fault=long"]["epochs"] == 4
+    epochs = [line.split(",")[0] for line in (sweep_dir / "+fault=long" / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2", "3"]  # resumed, no epoch twice
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing finished twice
+    md = (sweep_dir / "sweep_summary.md").read_text()
+    assert "| +fault=bad_subset | failed |" in md and "| +fault=long | completed |" in md
+    assert "1 completed, 1 diverged, 1 failed, 1 skipped" in rerun.stdout
+    assert rerun.stderr.strip().splitlines()[-1].startswith("alexlab: error: sweep faults: 1 of 4 trials failed")
+
+
+def test_out_of_memory_is_retried_then_failed_without_touching_the_other_trials(tmp_path, monkeypatch):
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    from alexlab import sweep, train
+    from alexlab.module import AlexLabModule
+
+    calls: dict = {}
+    step = AlexLabModule.training_step
+
+    def oom_for_some_seeds(self, batch, batch_idx):
+        calls[self.seed] = calls.get(self.seed, 0) + 1
+        if self.seed == 2 or (self.seed == 1 and calls[self.seed] == 1):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(AlexLabModule, "training_step", oom_for_some_seeds)
+    monkeypatch.setattr(train, "FAILURES", [])
+    monkeypatch.setattr(sweep, "SWEEP_FAILURES", [])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alexlab-train", "-m", *SWEEP_TINY, "seed=0,1,2", "launcher.max_retries=2",
+                                      f"paths.multirun={tmp_path / 'multirun'}", f"paths.data={tmp_path / 'data'}"])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            train.main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert exit_.value.code == 2
+    sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
+    trials = {k.split("seed=")[1].split(",")[0]: v for k, v in
+              json.loads((sweep_dir / "sweep_ledger.json").read_text())["trials"].items()}
+    assert [(trials[s]["state"], trials[s]["attempts"]) for s in "012"] == [
+        ("completed", 1), ("completed", 2), ("failed", 3)]
+    assert trials["2"]["error"].startswith("out of memory after 3 attempts: OutOfMemoryError: CUDA out of memory")
+    assert calls[0] == calls[1] - 1 and calls[2] == 3  # seed 0 never saw a fault; seed 1 one extra step
+    assert {r["outcome"] for r in report(sweep_dir).values()} == {"completed", "failed"}
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_multirun_fails_in_one_line_before_anything_is_written(tmp_path):
+    proc = run_sweep(["trainer=ddp", "data=synthetic", "seed=0,1"], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alexlab: error: trainer.strategy=ddp")
+    assert "launcher=gpu_pool" in lines[0] and "launcher=slurm" in lines[0]
+    assert not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_a_trial_through_the_slurm_code_path(tmp_path):
+    proc = run_sweep([*SWEEP_TINY, "hydra/launcher=alexlab_submitit_local", "hydra.launcher.timeout_min=10",
+                      "seed=0"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
+    (row,) = report(sweep_dir).values()
+    assert row["outcome"] == "completed" and finished_before(Path(row["run_dir"]))
+    ledger = json.loads((sweep_dir / "sweep_ledger.json").read_text())
+    assert next(iter(ledger["trials"].values()))["pid"] != proc.pid  # ran in submitit's own process
+    assert (sweep_dir / ".submitit").is_dir()
