@@ -22,10 +22,10 @@ SEEDS = range(6)
 
 
 def write_run(root: Path, ablation: str, seed: int, test: float, clean: float, reach: int | None = 2,
-              status: str = "completed", completed: bool = True, error: str | None = None) -> Path:
+              status: str = "completed", completed: bool = True, error: str | None = None, job: str = "") -> Path:
     """A run folder as train.py writes it. test/acc ramps up, peaks 2 pt above `test` at epoch 8
     and ends at `test`; train_clean ends at `clean`; train error drops below 25% at epoch `reach`."""
-    job = f"ablation={ablation},seed={seed}"
+    job = job or f"ablation={ablation},seed={seed}"
     d = root / job
     d.mkdir(parents=True)
     rows = []
@@ -192,6 +192,24 @@ def test_sweep_ledger_names_trials_that_never_got_a_folder(tmp_path):
     a = analyse(load(root))
     missing = a.problems[a.problems.problem.str.contains("sweep_ledger")]
     assert sorted(zip(missing.ablation, missing.seed)) == [("no_lrn", 2), ("paper", 2)]
+
+
+def test_relu_vs_tanh_grid_uses_the_fastest_lr_per_activation(tmp_path):
+    root = tmp_path / "relu_vs_tanh" / "cifar10_convnet4"
+    reach = {("relu", 0.01): 2, ("relu", 0.1): 4, ("tanh", 0.01): 9, ("tanh", 0.1): 7}
+    for (act, lr), r in reach.items():
+        for s in range(2):
+            write_run(root, "relu_vs_tanh", s, 0.6, 0.7, reach=r + s,
+                      job=f"model.activation={act},optim.lr={lr},seed={s}")
+    a = analyse(load(root.parent))
+    assert set(a.per_run.ablation) == {"paper", "tanh"} and a.per_run.group.nunique() == 1
+    used = a.per_run[a.per_run.used]
+    assert sorted(zip(used.ablation, used.lr)) == [("paper", 0.01)] * 2 + [("tanh", 0.1)] * 2
+    row = effect(a, "tanh", "epochs_ratio")
+    expected = np.exp(np.mean(np.log([(7 + 1) / (2 + 1), (8 + 1) / (3 + 1)])))
+    assert row["n"] == 2 and row["effect"] == pytest.approx(expected)
+    assert any("optim.lr=0.1" in n and "`tanh`" in n for n in a.notes)
+    assert a.problems.empty  # the other grid points are not failures
 
 
 def test_one_seed_gives_no_interval_and_says_so(tmp_path, capsys):

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .claims import CLAIMS, METRICS
-from .load import Sweep
+from .claims import CLAIMS, METRICS, TRICKS
+from .load import REFERENCE, Sweep
 from .stats import holm, paired_interval, seeds_needed
-
-REFERENCE = "paper"
 EFFECT_METRICS = ("test_error", "gap", "test_error_best", "gap_best", "best_epoch", "epochs_ratio")
 
 
@@ -27,6 +25,7 @@ class Analysis:
     claims: pd.DataFrame           # one row per claim (x group): verdict and correction
     problems: pd.DataFrame         # failed and missing trials
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # choices the report made (lr grid)
     confidence: float = 0.95
     alpha: float = 0.05
 
@@ -68,6 +67,25 @@ def per_run_metrics(sweep: Sweep) -> pd.DataFrame:
     return pd.concat([sweep.runs.drop(columns=["summary"]), derived], axis=1)
 
 
+def choose_lr(per_run: pd.DataFrame) -> list[str]:
+    """An activation x lr grid (sweep relu_vs_tanh): per group and arm keep the lr that reaches the
+    training-error threshold first on average over seeds (the paper tuned lr per net); a run that
+    never reaches it counts as max_epochs + 1. Ties go to the lower final test error."""
+    per_run["used"] = True
+    notes = []
+    gridded = per_run[per_run["lr"].notna() & per_run["ok"]]
+    for (group, arm), runs in gridded.groupby(["group", "ablation"], sort=False):
+        cap = float(runs["max_epochs"].max()) + 1 if runs["max_epochs"].notna().any() else 1e9
+        score = runs.assign(e=runs["epochs_to_error"].fillna(cap)).groupby("lr")[["e", "test_error"]].mean()
+        best = score.sort_values(["e", "test_error"]).index[0]
+        per_run.loc[per_run["lr"].notna() & (per_run["group"] == group) & (per_run["ablation"] == arm)
+                    & (per_run["lr"] != best), "used"] = False
+        tried = ", ".join(f"{lr:g}: {e:.1f}" for lr, e in score["e"].items())
+        notes.append(f"{group}: lr grid, arm `{arm}` uses optim.lr={best:g} (mean epochs to threshold per lr: "
+                     f"{tried}; never reached = {cap:.0f})")
+    return notes
+
+
 def display_scale(unit: str) -> float:
     return 100.0 if unit == "pt" else 1.0
 
@@ -100,12 +118,13 @@ def compare_arms(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence
 
 def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Analysis:
     per_run = per_run_metrics(sweep)
+    notes = choose_lr(per_run)
     warnings: list[str] = []
     effects = []
     multi = per_run["group"].nunique() > 1
     for group, runs in per_run.groupby("group", sort=True):
         where = f"{group}: " if multi else ""
-        done = runs[runs["ok"]]
+        done = runs[runs["ok"] & runs["used"]]
         dupes = done[done.duplicated(["ablation", "seed"], keep="last")]
         for d in dupes.itertuples():
             warnings.append(f"{where}{d.ablation} seed {d.seed} has more than one completed run; using the last "
@@ -116,7 +135,9 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
             shown = ", ".join(f"{a} {n}" for a, n in counts.items())
             warnings.append(f"{where}arms have unequal numbers of completed seeds ({shown}); each effect uses only "
                             "the seeds both of its arms completed")
-        arms = [a for a in sorted(done["ablation"].unique()) if a != REFERENCE]
+        order = list(TRICKS)  # the paper's tricks in section order, then any other arm by name
+        arms = sorted((a for a in done["ablation"].unique() if a != REFERENCE),
+                      key=lambda a: (order.index(a) if a in order else len(order), a))
         if REFERENCE not in counts.index:
             if arms:
                 warnings.append(f"{where}no completed ablation=paper run: {', '.join(arms)} cannot be compared")
@@ -140,7 +161,7 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
         warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}: only one seed pair, so no interval and "
                         "no verdict beyond 'inconclusive'; run more seeds (seed=0,1,2)")
     claims = judge(effects, confidence, alpha)
-    return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, confidence, alpha)
+    return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha)
 
 
 def verdict(direction: int, low: float, high: float, n: int, null: float = 0.0) -> str:
@@ -156,7 +177,8 @@ def judge(effects: pd.DataFrame, confidence: float, alpha: float) -> pd.DataFram
         found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)]
         base = {"claim": claim.id, "ablation": claim.ablation, "section": claim.section, "statement": claim.claim,
                 "metric": claim.metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading,
-                "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value, "short": claim.short,
+                "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value,
+                "short": claim.short,
                 "later": claim.later, "later_value": claim.later_value}
         if found.empty:
             rows.append({**base, "group": "", "verdict": "not run", "n": 0})

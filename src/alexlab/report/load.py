@@ -16,8 +16,9 @@ import pandas as pd
 from ..errors import AlexlabError
 
 COMPLETED = "COMPLETED"  # same marker train.py writes
+REFERENCE = "paper"      # the arm every other arm is compared with
 SKIP_DIRS = {"checkpoints", "tensorboard", "wandb", ".hydra", "__pycache__"}
-RUN_COLUMNS = ["run", "path", "name", "job", "setting", "group", "ablation", "seed", "status", "ok", "reason",
+RUN_COLUMNS = ["run", "path", "name", "job", "setting", "group", "ablation", "seed", "lr", "status", "ok", "reason",
                "max_epochs", "error_threshold", "summary"]
 
 
@@ -89,7 +90,8 @@ def ledger_only(root: Path, dirs: list[Path]) -> list[dict]:
             fields = dict(re.findall(r"(?:^|,)\+?(ablation|seed)=([^,]*)", str(job)))
             records.append({"run": d.relative_to(root).as_posix(), "path": str(d), "name": ledger.parent.name,
                             "job": str(job), "ablation": fields.get("ablation"), "seed": fields.get("seed"),
-                            "status": "missing", "ok": False, "reason": "missing: listed in sweep_ledger.json, no run folder",
+                            "status": "missing", "ok": False,
+                            "reason": "missing: listed in sweep_ledger.json, no run folder",
                             "max_epochs": None, "error_threshold": None, "summary": {}})
     return records
 
@@ -155,12 +157,29 @@ def nested(cfg: dict, key: str):
     return node
 
 
-def setting_of(job: str) -> str:
-    """A job name without its ablation and seed: runs with the same setting are compared."""
+def overrides_of(job: str) -> dict[str, str]:
+    """'ablation=tanh,optim.lr=0.01,seed=1' -> {'ablation': 'tanh', 'optim.lr': '0.01', 'seed': '1'}."""
     if not job or job == "default":
-        return ""
-    parts = re.split(r",(?=[\w.+~/@-]+=)", job)
-    return ",".join(p for p in parts if not re.match(r"(\+?ablation|\+?seed)=", p))
+        return {}
+    parts = re.split(r",(?=\+?[\w.~/@-]+=)", job)
+    return dict(p.lstrip("+").split("=", 1) for p in parts if "=" in p)
+
+
+def setting_of(job: str) -> str:
+    """A job name without what the report compares over (arm, seed, an activation x lr grid)."""
+    over = overrides_of(job)
+    drop = {"ablation", "seed", "model.activation"}
+    if "model.activation" in over:  # the paper's Figure 1 protocol: lr tuned per activation
+        drop.add("optim.lr")
+    return ",".join(f"{k}={v}" for k, v in over.items() if k not in drop)
+
+
+def arm_of(ablation: str, job: str) -> str:
+    """A sweep over model.activation (relu_vs_tanh, factorial) has arms relu = paper and tanh."""
+    activation = overrides_of(job).get("model.activation")
+    if activation and ablation not in ("no_lrn", "no_overlap", "no_dropout", "no_augment"):
+        return "tanh" if activation == "tanh" else REFERENCE
+    return ablation
 
 
 def runs_frame(records: list[dict]) -> pd.DataFrame:
@@ -169,6 +188,9 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
     runs["name"] = runs["name"].fillna("default").astype(str)
     runs["setting"] = runs["job"].astype(str).map(setting_of)
+    runs["ablation"] = [arm_of(a, j) for a, j in zip(runs["ablation"], runs["job"].astype(str))]
+    grid = [overrides_of(j) for j in runs["job"].astype(str)]
+    runs["lr"] = [float(o["optim.lr"]) if "model.activation" in o and "optim.lr" in o else None for o in grid]
     runs["group"] = [n if not s else f"{n} [{s}]" for n, s in zip(runs["name"], runs["setting"])]
     runs["error_threshold"] = pd.to_numeric(runs["error_threshold"], errors="coerce").fillna(0.25)
     runs["max_epochs"] = pd.to_numeric(runs["max_epochs"], errors="coerce").astype("Int64")

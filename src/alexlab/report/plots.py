@@ -35,7 +35,7 @@ def slug(text: str) -> str:
 def seed_curves(analysis: Analysis, group: str, ablation: str, column: str) -> pd.DataFrame:
     """Epoch x seed table of one metric for the completed runs of one arm."""
     runs = analysis.per_run
-    picked = runs[(runs["group"] == group) & (runs["ablation"] == ablation) & runs["ok"]]
+    picked = runs[(runs["group"] == group) & (runs["ablation"] == ablation) & runs["ok"] & runs["used"]]
     history = analysis.sweep.history
     if column not in history or picked.empty:
         return pd.DataFrame()
@@ -88,8 +88,10 @@ def forest_figure(analysis: Analysis) -> Figure:
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     paper_marks = {(c.ablation, c.metric): c for c in CLAIMS}
 
+    short = {"test_error": "test error", "gap": "gap", "epochs_ratio": "epochs ratio"}
+
     def label(row) -> str:
-        name = f"{row.ablation}: {'test error' if row.metric == 'test_error' else 'gap' if row.metric == 'gap' else 'epochs ratio'}"
+        name = f"{row.ablation}: {short[row.metric]}"
         return (f"{name}\n{row.group}" if multi else name) + ("  (n=1, no interval)" if row.n == 1 else "")
 
     for ax, rows, null, unit in ((left, pts, 0.0, "pt"), (right, ratios, 1.0, "x")):
@@ -132,7 +134,7 @@ def write_plots(analysis: Analysis, out: Path) -> dict[tuple[str, str], Path]:
     out = Path(out)
     paths: dict[tuple[str, str], Path] = {}
     multi = analysis.per_run["group"].nunique() > 1
-    for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=True):
+    for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=False):
         name = f"report_curves_{slug(group) + '_' if multi else ''}{slug(ablation)}.png"
         trick_figure(analysis, group, ablation).savefig(out / name)
         paths[(group, ablation)] = out / name

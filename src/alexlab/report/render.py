@@ -134,6 +134,8 @@ def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
     md += ["## Verdicts", "", claims_table(analysis), ""]
     if analysis.warnings:
         md += ["## Warnings", ""] + [f"- {w}" for w in analysis.warnings] + [""]
+    if analysis.notes:
+        md += ["## Choices made", ""] + [f"- {n}" for n in analysis.notes] + [""]
     if len(probs):
         md += ["## Failed and missing trials (left out; the rest is reported)", "",
                "| arm | seed | run folder | problem |", "|---|---|---|---|"]
@@ -141,7 +143,7 @@ def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
                for p in probs.itertuples()] + [""]
     md += ["## Per trick", ""]
     multi = runs["group"].nunique() > 1
-    for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=True):
+    for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=False):
         md += [f"### {TRICKS.get(ablation, ablation)}" + (f" — {group}" if multi else ""), "",
                trick_table(analysis, group, ablation), ""]
         if (group, ablation) in plots:
@@ -150,10 +152,11 @@ def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
         md += ["## All effects", "", f"![forest plot]({plots[('', 'forest')].relative_to(out).as_posix()})", ""]
     if analysis.effects.empty:
         md += ["No ablation arm could be compared with a completed `ablation=paper` arm.", ""]
-    md += ["## Runs", "", "| arm | seed | status | epochs | final test error | final gap | run folder |",
-           "|---|---|---|---|---|---|---|"]
+    md += ["## Runs", "", "| arm | seed | status | used | epochs | final test error | final gap | run folder |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in runs.sort_values(["group", "ablation", "seed"]).itertuples():
-        md.append(f"| `{r.ablation}` | {r.seed if not pd.isna(r.seed) else '–'} | {r.status} | {r.epochs} | "
+        used = "yes" if r.ok and r.used else "no (other lr of the grid)" if r.ok else "no"
+        md.append(f"| `{r.ablation}` | {r.seed if not pd.isna(r.seed) else '–'} | {r.status} | {used} | {r.epochs} | "
                   f"{num(r.test_error * 100, 2, False)} % | {num(r.gap * 100, 2)} pt | {r.run} |")
     return "\n".join(md) + "\n"
 
