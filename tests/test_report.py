@@ -182,6 +182,19 @@ def test_failed_and_missing_trials_are_named_and_the_rest_reported(tmp_path):
     assert "unequal numbers of completed seeds" in md
 
 
+def test_experiments_in_one_folder_are_compared_separately(tmp_path):
+    for name, shift in (("fmnist_quick", 0.0), ("cifar10", 0.05)):
+        for s in range(2):
+            write_run(tmp_path / "demo" / name, "paper", s, PAPER_TEST[s], PAPER_CLEAN[s])
+            write_run(tmp_path / "demo" / name, "no_lrn", s, LRN_TEST[s] - shift, PAPER_CLEAN[s])
+        for summary in (tmp_path / "demo" / name).glob("*/summary.json"):
+            summary.write_text(summary.read_text().replace('"name": "default"', f'"name": "{name}"'))
+    a = analyse(load(tmp_path / "demo"))
+    fx = a.effects[a.effects.metric == "test_error"].set_index("group")
+    assert sorted(fx.index) == ["cifar10", "fmnist_quick"] and (fx.n == 2).all()
+    assert fx.loc["cifar10", "effect"] == pytest.approx(fx.loc["fmnist_quick", "effect"] + 5)
+
+
 def test_sweep_ledger_names_trials_that_never_got_a_folder(tmp_path):
     root = tmp_path / "sweep"
     for s in range(2):

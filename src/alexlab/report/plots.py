@@ -5,6 +5,7 @@ backend of a notebook or script that imports it.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -29,7 +30,12 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "group"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "group"
+
+
+def group_slug(group: str) -> str:
+    """Short, file-safe and unique: the start of the group's name plus a hash of all of it."""
+    return f"{slug(group)[:32]}-{hashlib.sha1(group.encode()).hexdigest()[:6]}"
 
 
 def seed_curves(analysis: Analysis, group: str, ablation: str, column: str) -> pd.DataFrame:
@@ -135,7 +141,7 @@ def write_plots(analysis: Analysis, out: Path) -> dict[tuple[str, str], Path]:
     paths: dict[tuple[str, str], Path] = {}
     multi = analysis.per_run["group"].nunique() > 1
     for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=False):
-        name = f"report_curves_{slug(group) + '_' if multi else ''}{slug(ablation)}.png"
+        name = f"report_curves_{group_slug(group) + '_' if multi else ''}{slug(ablation)}.png"
         trick_figure(analysis, group, ablation).savefig(out / name)
         paths[(group, ablation)] = out / name
     if len(analysis.effects):

@@ -193,8 +193,11 @@ def print_console(analysis: Analysis, path: Path | None = None, console=None) ->
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"alexlab report: {analysis.sweep.source}", title_justify="left")
-    for col in ("claim", "ours (final epoch)", "paper", "n", "verdict", "Holm p"):
+    multi = analysis.per_run["group"].nunique() > 1
+    table = Table(title=f"alexlab report: {analysis.sweep.source}", title_justify="left",
+                  caption=f"ours: ablation − paper, paired by seed, {analysis.confidence:.0%} t-interval, final epoch; "
+                          "✓: survives Holm's correction", caption_justify="left")
+    for col in ("claim",) + (("group",) if multi else ()) + ("ours (final epoch)", "paper", "n", "verdict", "Holm p"):
         table.add_column(col, overflow="fold")
     styles = {"reproduced": "green", "contradicted": "red", "inconclusive": "yellow"}
     for row in analysis.claims.to_dict("records"):
@@ -203,7 +206,8 @@ def print_console(analysis: Analysis, path: Path | None = None, console=None) ->
                             row.get("pairs")))
         v = row["verdict"]
         p = row.get("p_holm")
-        table.add_row(row["claim"], ours, row["short"], str(int(row.get("n") or 0)), f"[{styles.get(v, 'dim')}]{v}[/]",
+        cells = [row["claim"]] + ([row.get("group") or "–"] if multi else [])
+        table.add_row(*cells, ours, row["short"], str(int(row.get("n") or 0)), f"[{styles.get(v, 'dim')}]{v}[/]",
                       "–" if p is None or pd.isna(p) else f"{p:.2g}" + (" ✓" if row.get("survives_holm") else ""))
     console.print(table)
     ok = int(analysis.per_run["ok"].sum())
