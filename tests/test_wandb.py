@@ -1,6 +1,5 @@
 """logger=wandb without a network: offline runs read back from the .wandb transaction log they wrote."""
 import csv
-import itertools
 import json
 import os
 import signal
@@ -97,7 +96,7 @@ def test_offline_run_records_config_group_job_type_tags_curves_and_no_key(wandb_
     summary = train(cfg)
     run_dir = Path(summary["run_dir"])
     out = capsys.readouterr()
-    lines = [line for line in out.out.splitlines() if "W&B offline run in" in line]
+    lines = [line for line in out.out.splitlines() if "W&B run saved offline" in line]
     assert len(lines) == 1 and "wandb sync " + str(run_dir / "wandb" / "offline-run-") in lines[0]
     assert "warning" not in out.err
 
@@ -114,6 +113,7 @@ def test_offline_run_records_config_group_job_type_tags_curves_and_no_key(wandb_
     assert config["ablation_name"] == "tanh" and config["logger"]["wandb"]["mode"] == "offline"
     assert config["num_parameters"] == summary["num_parameters"] > 0
     assert (config["num_train"], config["git_sha"]) == (summary["num_train"], summary["git_sha"])
+    assert config["run_dir"] == str(run_dir)
 
     steps = {(m.glob_name or m.name): m.step_metric for m in of_type(records, "metric")}
     for curve in ("train/*", "train_clean/*", "test/*", "gap", "lr", "epoch_time_s", "images_per_s"):
@@ -169,22 +169,24 @@ def test_wandb_init_failure_still_trains_with_csv(wandb_env, monkeypatch, capsys
     assert not (run_dir / "wandb").exists()
 
 
-def test_online_failure_falls_back_to_offline_and_log_failure_warns_once(wandb_env, monkeypatch, capsys):
+def test_unreachable_server_falls_back_to_offline_and_log_failure_warns_once(wandb_env, monkeypatch, capsys, request):
+    import socket
+
     import wandb
     from wandb.sdk.wandb_run import Run
 
-    from alexlab.wandb_logger import make_wandb_logger
+    from alexlab import wandb_logger
 
-    real_init = wandb.init
-
-    def no_network(*args, **kwargs):
-        if kwargs.get("mode") == "online":
-            raise ConnectionError("api.wandb.ai unreachable")
-        return real_init(*args, **kwargs)
-
-    monkeypatch.setattr(wandb, "init", no_network)
+    with socket.socket() as s:  # a local port nobody listens on: connection refused, no network used
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    monkeypatch.setattr(wandb_logger, "ONLINE_FAILED", False)
+    wandb.teardown()  # W&B reads WANDB_* variables once per process; start over with these, and after
+    request.addfinalizer(wandb.teardown)
     run_dir = wandb_env / "run"
-    logger = make_wandb_logger(compose_cfg(TINY + ["logger=wandb", "logger.wandb.mode=online"]), run_dir)
+    logger = wandb_logger.make_wandb_logger(compose_cfg(TINY + ["logger=wandb", "logger.wandb.mode=online"]), run_dir)
     logger.log_metrics({"epoch": 0, "test/acc": 0.5, "test/acc_10crop": None}, step=0)
 
     def quota(self, *args, **kwargs):
@@ -196,11 +198,18 @@ def test_online_failure_falls_back_to_offline_and_log_failure_warns_once(wandb_e
     logger.alexlab_finish({"status": "completed", "final": {"epoch": 2.0, "test/acc": 0.7}})
     err = capsys.readouterr().err
     assert err.count("alexlab: warning: W&B online start failed") == 1 and "logging offline" in err
-    assert err.count("alexlab: warning: W&B log failed") == 1
+    assert err.count("alexlab: warning: W&B log failed") == 1 and "quota exceeded" in err
     (records,) = offline_runs(run_dir)
+    assert of_type(records, "run")[0].run_id == (run_dir / "wandb_id").read_text().strip()
     assert [{k: v for k, v in h.items() if not k.startswith("_")} for h in history(records)] == [
         {"epoch": 0, "test/acc": 0.5}]
     assert [e.exit_code for e in of_type(records, "exit")] == [1]
+    assert not [p for p in wandb_env.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
+
+    later = wandb_logger.make_wandb_logger(compose_cfg(TINY + ["logger=wandb", "logger.wandb.mode=online"]),
+                                           wandb_env / "next")
+    assert later.start() is not None and later.mode == "offline"  # no second wait for the timeout
+    later.alexlab_finish({"status": "completed"})
 
 
 def test_mode_auto_is_online_only_with_credentials(monkeypatch, tmp_path):
@@ -221,6 +230,7 @@ def test_mode_auto_is_online_only_with_credentials(monkeypatch, tmp_path):
     assert make_wandb_logger(compose_cfg(["logger=wandb", "logger.wandb.mode=disabled"]), tmp_path) is None
 
 
+@pytest.mark.slow
 def test_wandb_is_imported_only_when_the_wandb_logger_is_used():
     code = ("import sys, alexlab.train, alexlab.callbacks, alexlab.wandb_logger, pytorch_lightning; "
             "sys.exit('wandb' in sys.modules)")
@@ -239,8 +249,10 @@ def test_wandb_sweep_files_run_alexlab_train_with_valid_overrides(path):
     assert command[:2] == ["${env}", "${program}"] and command[-1] == "${args_no_hyphens}" and "logger=wandb" in command
     fixed = [c for c in command if not c.startswith("${")]
     params = sweep["parameters"]
-    grid = [[(k, v) for v in (p["values"] if "values" in p else [p["value"]])] for k, p in params.items()]
-    for combo in itertools.product(*grid):
+    levels = {k: (p["values"] if "values" in p else [p["value"]]) for k, p in params.items()}
+    # every level of every parameter at least once (the whole grid would compose the same files again)
+    for i in range(max(len(v) for v in levels.values())):
+        combo = [(k, v[i % len(v)]) for k, v in levels.items()]
         args = create_sweep_command_args({"args": {k: {"value": v} for k, v in combo}})["args_no_hyphens"]
         cfg = compose_cfg(fixed + args)  # what the agent's `alexlab-train ...` composes
         validate(cfg)

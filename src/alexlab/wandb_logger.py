@@ -24,9 +24,10 @@ ID_FILE = "wandb_id"  # the W&B run id of this run folder: a resumed or requeued
 # DESIGN.md's curves; each is plotted against `epoch` (logged in the same row)
 CURVES = ("train/*", "train_clean/*", "test/*", "gap", "lr", "epoch_time_s", "images_per_s")
 # values train.run() derives (summary.json) that belong in the W&B config beside the Hydra config
-DERIVED = ("num_parameters", "num_train", "num_test", "git_sha", "versions")
+DERIVED = ("num_parameters", "num_train", "num_test", "git_sha", "versions", "run_dir")
 # end-of-run values that go into the W&B run summary beside the final row
 FINAL = ("status", "error", "epochs", "best_test_acc", "best_epoch", "epochs_to_train_error", "wall_time_s")
+ONLINE_FAILED = False  # set when W&B could not be reached: later runs of this process go offline at once
 
 
 def warn(message: str) -> None:
@@ -34,7 +35,8 @@ def warn(message: str) -> None:
 
 
 def has_credentials() -> bool:
-    """Logged in (netrc entry for the W&B host) or a key/token in the environment; never reads the key out."""
+    """Logged in (netrc entry for the W&B host) or a key/token in the environment; the key itself is left
+    to wandb, never copied into alexlab's config or files."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
@@ -164,6 +166,7 @@ class AlexlabWandbLogger(Logger):
         return run_id
 
     def start(self):
+        global ONLINE_FAILED
         if self.run is not None or self.dead or rank_zero_only.rank != 0:
             return self.run
         try:
@@ -172,6 +175,8 @@ class AlexlabWandbLogger(Logger):
             self.dead = True
             warn("logger=wandb but the wandb package is not installed (pip install wandb); continuing with CSV only")
             return None
+        if self.mode == "online" and ONLINE_FAILED:
+            self.mode = "offline"  # the next trials of a sweep don't wait out W&B's timeout again
         kwargs = dict(self.init_kwargs, config={**self.init_kwargs["config"], **self.derived()},
                       id=self.run_id(), resume="allow", reinit=reinit_value(wandb.__version__))
         try:
@@ -182,13 +187,15 @@ class AlexlabWandbLogger(Logger):
                 self.dead = True
                 warn(f"W&B could not start ({first}); continuing without W&B, metrics.csv has every epoch")
                 return None
-            warn(f"W&B online start failed ({first}); logging offline instead")
+            ONLINE_FAILED = True
+            warn(f"W&B online start failed ({first}); logging offline instead (wandb sync uploads it later)")
             self.mode = "offline"
             return self.start_offline(wandb, kwargs)
         return self.announce()
 
     def start_offline(self, wandb, kwargs):
         try:
+            wandb.teardown()  # the failed online attempt still holds this run id in W&B's service process
             self.run = wandb.init(mode="offline", settings=wandb.Settings(silent=True), **kwargs)
         except Exception as err:
             self.dead = True
@@ -204,7 +211,7 @@ class AlexlabWandbLogger(Logger):
             return None
         if self.mode == "offline":
             where = run.settings.sync_dir
-            print(f"alexlab: W&B offline run in {where}; upload it with: wandb sync {where}", flush=True)
+            print(f"alexlab: W&B run saved offline; upload it with: wandb sync {where}", flush=True)
         elif self.mode == "online" and getattr(run, "url", None):
             print(f"alexlab: W&B run {run.url}", flush=True)
         return run
@@ -245,6 +252,8 @@ class AlexlabWandbLogger(Logger):
             return
         try:
             run.finish(exit_code=exit_code)
+            import wandb
+            wandb.teardown()  # W&B's service writes the run's files asynchronously; this waits until they are whole
         except Exception as err:
             warn(f"W&B finish failed ({type(err).__name__}); the offline files in {self.run_dir / 'wandb'} remain")
 
