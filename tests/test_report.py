@@ -288,8 +288,11 @@ class FakeRun:
         self.summary_metrics = {"test/acc": 0.5}  # W&B's summary: last values, no alexlab status
         self._rows = pd.read_csv(d / "metrics.csv").to_dict("records")
 
-    def scan_history(self):
-        return [{"_step": r["epoch"], "_runtime": 1.0, **r} for r in self._rows]
+    def scan_history(self):  # each epoch logged in two calls, as W&B keeps rows of separate log() calls
+        for r in self._rows:
+            train = {k: v for k, v in r.items() if not k.startswith("test/")}
+            yield {"_step": 2 * r["epoch"], "_runtime": 1.0, **train}
+            yield {"_step": 2 * r["epoch"] + 1, "epoch": r["epoch"], **{k: v for k, v in r.items() if k not in train}}
 
 
 def fake_wandb(monkeypatch, runs, calls):

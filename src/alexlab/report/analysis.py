@@ -145,10 +145,11 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
         paper = done[done["ablation"] == REFERENCE]
         for ablation in arms:
             arm = done[done["ablation"] == ablation]
-            unpaired = sorted(set(arm.seed) ^ set(paper.seed))
-            if unpaired:
-                warnings.append(f"{where}{ablation}: seed(s) {', '.join(map(str, unpaired))} completed in only one "
-                                "of the two arms (it or paper); left out of its comparison")
+            for only, other, seeds in ((REFERENCE, ablation, set(paper.seed) - set(arm.seed)),
+                                       (ablation, REFERENCE, set(arm.seed) - set(paper.seed))):
+                if seeds:
+                    warnings.append(f"{where}{ablation} vs paper: seed(s) {', '.join(map(str, sorted(seeds)))} "
+                                    f"completed by {only} but not by {other}; left out of this comparison")
             for metric in EFFECT_METRICS:
                 effects.append({"group": group, "ablation": ablation,
                                 **compare_arms(paper, arm, metric, confidence),

@@ -208,5 +208,6 @@ def history_frame(histories: list[pd.DataFrame]) -> pd.DataFrame:
     history["epoch"] = pd.to_numeric(history["epoch"], errors="coerce")
     history = history.dropna(subset=["epoch"])
     history["epoch"] = history["epoch"].astype(int)
-    # a replayed epoch (kill between row and checkpoint) keeps its last row
-    return history.drop_duplicates(["run", "epoch"], keep="last").sort_values(["run", "epoch"], ignore_index=True)
+    # a replayed epoch (kill between row and checkpoint), or W&B rows split over several log calls:
+    # per run and epoch, the last value logged for each metric
+    return history.groupby(["run", "epoch"], as_index=False, sort=True).last()
