@@ -14,7 +14,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="alexlab-report",
         description="Verdict per AlexNet claim from a sweep: effects vs ablation=paper paired by seed, "
-                    "95%% t-intervals, Holm correction, plots. Writes report.md, report.csv and PNGs.")
+                    "95% t-intervals, Holm correction, plots. Writes report.md, report.csv and PNGs.")
     parser.add_argument("source", help="sweep folder (multirun/<sweep>/<name>, or any folder holding run folders) "
                                        "or wandb:<entity>/<project>/<group>")
     parser.add_argument("--out", type=Path, default=None,
