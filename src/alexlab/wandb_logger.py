@@ -161,8 +161,9 @@ class AlexlabWandbLogger(Logger):
         stored = path.read_text().strip() if path.is_file() and not self.fresh else ""
         run_id = agent_id or stored or new_run_id()
         if run_id != stored:
+            from .callbacks import atomic_write_text
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(run_id + "\n")
+            atomic_write_text(path, run_id + "\n")
         return run_id
 
     def start(self):
