@@ -11,6 +11,7 @@ import json
 import netrc
 import os
 import secrets
+import shlex
 import string
 import sys
 from pathlib import Path
@@ -212,7 +213,7 @@ class AlexlabWandbLogger(Logger):
             return None
         if self.mode == "offline":
             where = run.settings.sync_dir
-            print(f"alexlab: W&B run saved offline; upload it with: wandb sync {where}", flush=True)
+            print(f"alexlab: W&B run saved offline; upload it with: wandb sync {shlex.quote(str(where))}", flush=True)
         elif self.mode == "online" and getattr(run, "url", None):
             print(f"alexlab: W&B run {run.url}", flush=True)
         return run
