@@ -340,12 +340,14 @@ def test_ddp_inside_a_multirun_fails_in_one_line_before_anything_is_written(tmp_
 
 @pytest.mark.slow
 def test_submitit_local_executor_runs_a_trial_through_the_slurm_code_path(tmp_path):
-    proc = run_sweep([*SWEEP_TINY, "hydra/launcher=alexlab_submitit_local", "hydra.launcher.timeout_min=10",
-                      "seed=0"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd, kw = cli([*SWEEP_TINY, "hydra/launcher=alexlab_submitit_local", "hydra.launcher.timeout_min=10", "seed=0"],
+                  tmp_path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
     sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
     (row,) = report(sweep_dir).values()
     assert row["outcome"] == "completed" and finished_before(Path(row["run_dir"]))
     ledger = json.loads((sweep_dir / "sweep_ledger.json").read_text())
     assert next(iter(ledger["trials"].values()))["pid"] != proc.pid  # ran in submitit's own process
-    assert (sweep_dir / ".submitit").is_dir()
+    assert list((sweep_dir / ".submitit").glob("*/*_result.pkl"))
