@@ -169,11 +169,14 @@ def run_trial(cfg, run: Callable) -> dict:
         ledger.update(key, state=done["status"], skipped=True, error=done.get("error"), **where)
         return done
 
-    attempt = 0
+    attempt, retry = 0, False
     while True:
         attempt += 1
+        if retry:
+            _free_cuda()
         ledger.update(key, state="running", skipped=False, attempts=attempt, started=now(), ended=None, error=None,
                       **where)
+        retry = False
         try:
             summary = run(cfg)
         except DivergedError as err:
@@ -181,11 +184,11 @@ def run_trial(cfg, run: Callable) -> dict:
         except AlexlabError as err:
             state, error, summary = "failed", first_line(err), {"status": "failed"}
         except Exception as err:
-            if is_oom(err) and attempt <= cfg.launcher.max_retries:
-                print(f"alexlab: {key}: out of memory (attempt {attempt}); retrying from its last checkpoint "
-                      f"({cfg.launcher.max_retries - attempt + 1} retries left)", file=sys.stderr)
-                _free_cuda()
-                continue
+            retry = is_oom(err) and attempt <= cfg.launcher.max_retries
+            if retry:
+                print(f"alexlab: {key}: out of memory on attempt {attempt}; retry {attempt} of "
+                      f"{cfg.launcher.max_retries}, from its last checkpoint", file=sys.stderr)
+                continue  # leaves the except block first: the traceback's tensors can be freed
             traceback.print_exc()
             reason = "out of memory" + (f" after {attempt} attempts" if attempt > 1 else "") if is_oom(err) else None
             line = f"{type(err).__name__}: {first_line(err)}"

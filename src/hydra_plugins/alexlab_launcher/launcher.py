@@ -194,7 +194,7 @@ def visible_gpus() -> list[str]:
 
 
 def _dumps(obj) -> bytes:
-    import cloudpickle  # the task function is a closure under hydra.main: plain pickle cannot send it
+    import cloudpickle  # the task function hides behind hydra.main's wrapper: pickle cannot find it by name
 
     return cloudpickle.dumps(obj)
 
