@@ -105,3 +105,16 @@ def test_dropout_toggle_reaches_the_network():
     x = torch.randn(8, 1, 28, 28)
     on.eval()
     assert torch.equal(on(x), on(x))  # eval: deterministic
+
+
+def test_kaiming_init_keeps_the_signal_alive_where_pytorch_default_starves_it():
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    cfg = {"name": "alexnet_small", "width": 0.5, "lrn": False, "dropout": 0.0}
+    he = build_model({**cfg, "init": "kaiming"}, 10, 3, 32).eval()
+    default = build_model({**cfg, "init": "default"}, 10, 3, 32).eval()
+    feats = lambda m: m.classifier[:-1](m.features(x))  # the last hidden layer's output
+    assert 0.1 < float(feats(he).std()) < 10
+    assert float(feats(default).std()) < 0.05 * float(feats(he).std())
+    last = he.classifier[-1]
+    assert abs(float(last.weight.std()) - 0.01) < 2e-3 and float(last.bias.abs().sum()) == 0

@@ -136,16 +136,19 @@ class AlexNet(nn.Module):
     def reset_parameters(self, init: str, bias_init: float) -> None:
         """'paper': N(0, 0.01) weights, bias `bias_init` in conv2/4/5 and hidden FC, 0 elsewhere
         (Section 5; Caffe used 0.1 because 1 can stall). 'kaiming': He-normal weights for the
-        activation, zero biases: the signal keeps its scale through all layers, so short runs
-        learn from the first step. 'default': PyTorch's own init (shrinks the signal ~6x in
+        activation, zero biases (classifier N(0, 0.01)): the signal keeps its scale through all
+        layers, so short runs learn from the first step. 'default': PyTorch's own init (shrinks the signal ~6x in
         variance per ReLU layer, so deep nets without normalisation start slowly)."""
         if init == "default":
             return
         for m in self.modules():
             if not isinstance(m, (nn.Conv2d, nn.Linear)):
                 continue
-            if init == "kaiming":
+            if init == "kaiming" and m is not self.classifier[-1]:
                 nn.init.kaiming_normal_(m.weight, nonlinearity=self.activation)
+                nn.init.zeros_(m.bias)
+            elif init == "kaiming":  # near-uniform first predictions: no large early gradients
+                nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
             else:
                 nn.init.normal_(m.weight, 0.0, 0.01)
