@@ -339,6 +339,16 @@ def test_ddp_inside_a_multirun_fails_in_one_line_before_anything_is_written(tmp_
 
 
 @pytest.mark.slow
+def test_an_invalid_value_in_one_arm_refuses_the_sweep_before_any_trial_starts(tmp_path):
+    proc = run_sweep([*SWEEP_TINY, "model.dropout=0.5,1.5"], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("alexlab: error: trial ") and "model.dropout=1.5 is out of range" in line
+    assert not list((tmp_path / "multirun").rglob("summary.json"))  # nothing trained, no trial folder
+    assert not [p for p in (tmp_path / "multirun" / "adhoc" / "default").iterdir() if p.is_dir()]
+
+
+@pytest.mark.slow
 def test_submitit_local_executor_runs_a_trial_through_the_slurm_code_path(tmp_path):
     cmd, kw = cli([*SWEEP_TINY, "hydra/launcher=alexlab_submitit_local", "hydra.launcher.timeout_min=10", "seed=0"],
                   tmp_path)

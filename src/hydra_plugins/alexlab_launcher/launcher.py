@@ -48,8 +48,11 @@ class Trial:
 
 def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
                    initial_job_idx: int, extra: Sequence[str] = ()) -> list[Trial]:
-    """Compose every trial's config once and register them all in the ledger as waiting."""
-    from alexlab.sweep import Ledger
+    """Compose every trial's config once, refuse the sweep if any is invalid (one line, before
+    anything runs), and register them all in the ledger as waiting."""
+    from alexlab.config import validate
+    from alexlab.errors import ConfigError
+    from alexlab.sweep import Ledger, check_launch
 
     trials = []
     saved = HydraConfig.instance().cfg
@@ -62,6 +65,14 @@ def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_override
                 sweep_config.hydra.job.num = idx
             HydraConfig.instance().set_config(sweep_config)
             key = str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
+            problem = None
+            try:
+                validate(sweep_config)
+                check_launch(sweep_config)
+            except ConfigError as err:
+                problem = str(err)
+            if problem:  # raised outside the except block: the CLI prints this line, not its context
+                raise ConfigError(f"trial {key}: {problem}; no trial was started")
             run_dir = Path(os.path.abspath(str(sweep_config.hydra.sweep.dir))) / key
             trials.append(Trial(idx, overrides, sweep_config, key, run_dir))
     finally:
