@@ -89,10 +89,47 @@ class EpochRecorder(pl.Callback):
 
 
 class DivergenceGuard(pl.Callback):
-    """Stop within the step whose loss is NaN or infinite (a later step would only spread it)."""
+    """Stop at the step whose loss is NaN or infinite (a later step would only spread it).
+
+    On a GPU, reading the loss every step would make the host wait for the device each step.
+    There the step's finite-flag is copied to the host without blocking and read one step later
+    (and at the epoch's last step, so no checkpoint is written after a bad step): the run stops
+    at most one step late, naming the step that went bad."""
+
+    def __init__(self):
+        self.pending = None  # GPU: (host flag, copy-done event, loss, epoch, step, batch) of the last step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
-            raise DivergedError(f"loss is {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+        if loss is None:
+            return
+        where = (trainer.current_epoch, trainer.global_step, batch_idx)
+        if loss.device.type != "cuda":
+            self._check(float(loss), *where)
+            return
+        self.flush()
+        finite = torch.isfinite(loss.detach())
+        flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+        flag.copy_(finite, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        self.pending = (flag, done, loss.detach(), *where)
+        if batch_idx + 1 >= trainer.num_training_batches:
+            self.flush()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            flag, done, loss, *where = self.pending
+            self.pending = None
+            done.synchronize()
+            if not bool(flag):
+                self._check(float(loss), *where)
+
+    @staticmethod
+    def _check(loss: float, epoch: int, step: int, batch_idx: int) -> None:
+        if not math.isfinite(loss):
+            raise DivergedError(f"loss is {loss} at epoch {epoch}, step {step} "
                                 f"(batch {batch_idx}); lower optim.lr or use model.bias_init=0.1")

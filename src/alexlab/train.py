@@ -177,7 +177,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     callbacks = [recorder, DivergenceGuard(), *extra_callbacks]
     if cfg.trainer.progress_bar:
         from pytorch_lightning.callbacks import RichProgressBar
-        callbacks.append(RichProgressBar(leave=False))
+        callbacks.append(RichProgressBar(refresh_rate=4, leave=False))  # redraws/s: each costs ms of CPU
     loggers = make_loggers(cfg, run_dir)
     trainer = pl.Trainer(
         default_root_dir=str(run_dir), max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,

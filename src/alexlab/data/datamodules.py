@@ -53,7 +53,11 @@ class IndexBatch:
         self.images, self.labels = images, labels
 
     def __call__(self, indices):
-        idx = torch.as_tensor(indices, device=self.images.device)
+        device = self.images.device
+        if device.type == "cuda":  # pinned and non-blocking: a plain copy would wait for the GPU every batch
+            idx = torch.as_tensor(indices).pin_memory().to(device, non_blocking=True)
+        else:
+            idx = torch.as_tensor(indices, device=device)
         return self.images[idx], self.labels[idx]
 
 

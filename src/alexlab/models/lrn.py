@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 
-def _window_sum(t: torch.Tensor, half: int) -> torch.Tensor:
-    """sum over channels j in [i-half, i+half] clipped to [0, N-1], for every channel i."""
-    out = t.clone()
+def _window_sum(t: torch.Tensor, half: int, out: torch.Tensor) -> torch.Tensor:
+    """out[:, i] += sum of t[:, j] over channels j in [i-half, i+half] other than i, clipped to [0, N-1]."""
     channels = t.shape[1]
     for offset in range(1, min(half, channels - 1) + 1):
         out[:, offset:] += t[:, :-offset]
@@ -34,7 +33,8 @@ class _LRN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
         half = size // 2
-        d = _window_sum(x * x, half).mul_(alpha).add_(k)
+        s = torch.mul(x, x).mul_(alpha)
+        d = _window_sum(s, half, s + k)  # k + alpha * (window sum of squares)
         p = torch.log(d).mul_(-beta).exp_()
         ctx.save_for_backward(x, d, p)
         ctx.constants = (half, alpha, beta)
@@ -47,7 +47,8 @@ class _LRN(torch.autograd.Function):
         x, d, p = ctx.saved_tensors
         half, alpha, beta = ctx.constants
         gp = g * p
-        t = _window_sum((gp * x).div_(d), half)
+        t = (gp * x).div_(d)
+        t = _window_sum(t, half, t.clone())
         return gp.addcmul_(x, t, value=-2.0 * alpha * beta), None, None, None, None
 
 

@@ -1,0 +1,344 @@
+"""P1: alexlab's real training path against a minimal hand-written PyTorch loop, same work.
+
+Both sides train the same network (alexlab.train.build) on the same data and device, with the
+same batch size, precision, memory format, compile flag and augmentation (the datamodule's
+BatchTransform on the device), and evaluate the same train_clean/test images after each
+epoch. alexlab runs through `alexlab.train.run(cfg)` (Lightning Trainer, EpochRecorder with
+metrics.csv and last.ckpt every epoch, DivergenceGuard, progress bar if asked); the hand loop
+is what one would write in an afternoon. Rounds alternate A B / B A so load from other
+processes on a shared machine falls on both alike; the first round is a warm-up.
+
+    .venv/bin/python benchmarks/throughput.py                               # alexnet_small, FMNIST, 32 px
+    .venv/bin/python benchmarks/throughput.py --model alexnet --image-size 227 --batch-size 16 \\
+        --train-images 64 --eval-images 16 --rounds 2                      # paper net, synthetic
+    .venv/bin/python benchmarks/throughput.py --device cuda --precision bf16-mixed --channels-last
+
+Last line: `ratio=<alexlab images/s / hand-loop images/s>`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import clock, header, pick_device, summary  # noqa: E402
+
+import pytorch_lightning as pl  # noqa: E402
+
+PAPER_FORWARD_GFLOP = 1.45  # the 227-px net, one image, multiply-adds counted as 2 FLOPs
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    import alexlab.config  # noqa: F401  schema and resolvers
+    from alexlab.train import conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def overrides_from(args, work: Path) -> list[str]:
+    o = [f"model={args.model}", f"data.batch_size={args.batch_size}", f"data.image_size={args.image_size}",
+         f"trainer.max_epochs={args.epochs}", f"trainer.progress_bar={str(args.progress_bar).lower()}",
+         f"trainer.precision={args.precision}", f"model.channels_last={str(args.channels_last).lower()}",
+         f"model.compile={str(args.compile).lower()}", f"trainer.benchmark={str(args.cudnn_benchmark).lower()}",
+         f"trainer.accelerator={'gpu' if args.device.startswith('cuda') else args.device}",
+         f"trainer.threads={args.threads}", f"data.on_device={args.on_device}",
+         f"eval.train_clean_size={args.eval_images}", f"data.test_subset={args.eval_images}",
+         "optim.schedule=none", "optim.warmup_epochs=0", "optim.lr=0.01", "model.init=default",
+         "logger=csv", f"paths.data={work / 'data'}", f"paths.runs={work / 'runs'}"]
+    if args.data == "synthetic":
+        size = 256 if args.image_size > 64 else 32
+        o += ["data=synthetic", f"data.num_train={args.train_images}", f"data.num_test={args.eval_images}",
+              f"data.size={size}", f"data.num_classes={1000 if args.model == 'alexnet' else 10}",
+              f"data.crop_padding={4 if size <= 64 else 0}"]
+    else:
+        o += [f"data={args.data}", f"data.train_subset={args.train_images}", "data.download=false"]
+    if args.width:
+        o.append(f"model.width={args.width}")
+    return o + list(args.override)
+
+
+class EpochClock(pl.Callback):
+    """Device-synchronised time at the start of training and at the end of every epoch
+    (after EpochRecorder has written metrics.csv and last.ckpt)."""
+
+    def __init__(self, device):
+        self.device, self.marks = device, []
+
+    def on_train_start(self, trainer, pl_module):
+        self.marks = [mark(self.device)]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.marks.append(mark(self.device))
+
+
+def mark(device) -> tuple[float, float]:
+    """(wall time, this process's CPU time): on a shared CPU the second is the steadier measure
+    of work done (use --threads 1; idle OpenMP threads spin and inflate it otherwise)."""
+    return clock(device), time.process_time()
+
+
+def quiet():
+    """Keep the benchmark's own output readable: run() prints a summary table per run."""
+    return contextlib.redirect_stdout(open(os.devnull, "w"))
+
+
+def alexlab_round(cfg, device, profile: bool = False) -> list[float]:
+    from alexlab.train import run
+
+    timer = EpochClock(device)
+    profiler = cProfile.Profile() if profile else None
+    with quiet():
+        if profiler:
+            profiler.enable()
+        run(cfg, extra_callbacks=[timer])
+        if profiler:
+            profiler.disable()
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        print(out.getvalue(), file=sys.stderr)
+    return timer.marks
+
+
+def autocast(device, precision: str):
+    if precision in ("32-true", "32"):
+        return contextlib.nullcontext()
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise SystemExit(f"--precision {precision}: the hand loop does 32-true and bf16-mixed")
+
+
+def hand_round(cfg, device) -> list[float]:
+    """The minimal loop: index uint8 tensors, BatchTransform, forward, loss, backward, SGD step;
+    evaluate train_clean and test after each epoch (centre crop: loss, top-1, top-5)."""
+    from alexlab.data.augment import center_crop
+    from alexlab.train import build
+
+    pl.seed_everything(cfg.seed, verbose=False)
+    torch.backends.cudnn.benchmark = cfg.trainer.benchmark
+    dm, net, _ = build(cfg)
+    net.to(device)
+    transform = dm.transform.to(device)
+    channels_last = cfg.model.channels_last
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    forward = torch.compile(net) if cfg.model.compile else net
+    o = cfg.optim
+    opt = torch.optim.SGD(net.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                          nesterov=o.nesterov)
+    data_device = torch.device("cpu") if str(cfg.data.on_device) == "false" else device
+    train_x, train_y = dm.train_x.to(data_device), dm.train_y.to(data_device)
+    clean = dm.train_clean_size()
+    evals = [(dm.train_x[:clean].to(data_device), dm.train_y[:clean].to(data_device)),
+             (dm.test_x.to(data_device), dm.test_y.to(data_device))]
+    bs, n, size = cfg.data.batch_size, len(train_x), dm.image_size
+
+    def prepare(x, y, train: bool):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = transform.train_batch(x) if train else center_crop(transform.eval_view(x), size)
+        return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+    marks = [mark(device)]
+    for epoch in range(cfg.trainer.max_epochs):
+        net.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(n, device=data_device)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            x, y = prepare(train_x[idx], train_y[idx], True)
+            with autocast(device, cfg.trainer.precision):
+                logits = forward(x)
+                loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+        results = [float(loss_sum) / n, int(correct) / n]
+        net.eval()
+        with torch.no_grad(), autocast(device, cfg.trainer.precision):
+            for images, labels in evals:
+                stats = torch.zeros(3, device=device)
+                for i in range(0, len(images), bs):
+                    x, y = prepare(images[i:i + bs], labels[i:i + bs], False)
+                    logits = forward(x).float()
+                    top5 = logits.topk(min(5, logits.shape[1]), 1).indices
+                    stats += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                                          (top5[:, 0] == y).sum(), (top5 == y[:, None]).any(1).sum()])
+                results += (stats / max(1, len(images))).tolist()
+        marks.append(mark(device))
+    return marks
+
+
+def data_pipeline_share(cfg, device, epochs: int = 2) -> dict:
+    """P3: time of alexlab's data path alone (DataLoader over the in-memory tensors, IndexBatch,
+    BatchTransform on the device) against the same loop that also trains, interleaved by epoch."""
+    from alexlab.train import build
+
+    dm, net, module = build(cfg)
+    dm._device = lambda: device if str(cfg.data.on_device) != "false" else torch.device("cpu")
+    module.to(device)
+    loader = dm.train_dataloader()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    forward = module.forward_fn
+
+    def epoch(train: bool) -> float:
+        start = clock(device)
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = module.transform.train_batch(x)
+            if cfg.model.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if train:
+                with autocast(device, cfg.trainer.precision):
+                    loss = F.cross_entropy(forward(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return clock(device) - start
+
+    epoch(True)  # warm-up
+    data, full = [], []
+    for _ in range(epochs):
+        data.append(epoch(False))
+        full.append(epoch(True))
+    return {"data_s": min(data), "step_s": min(full), "share": min(data) / min(full)}
+
+
+def peak_tflops(device, given: float) -> float | None:
+    if given:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def forward_flops(cfg) -> float:
+    """FLOPs of one image's forward pass, counted by torch (convolutions and matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alexlab.train import build
+
+    _, net, _ = build(cfg)
+    size = cfg.data.image_size or 32
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval()(torch.zeros(1, net.features[0].in_channels, size, size))
+    return float(counter.get_total_flops())
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="alexnet_small", choices=["alexnet_small", "alexnet", "convnet4"])
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--width", type=float, default=0.0, help="model.width (0: the model preset's)")
+    p.add_argument("--data", default="", help="fashion_mnist | cifar10 | synthetic (default: fashion_mnist "
+                                              "for 32 px, synthetic for the 227-px net)")
+    p.add_argument("--train-images", type=int, default=2048, help="training images per epoch")
+    p.add_argument("--eval-images", type=int, default=512, help="train_clean and test images evaluated per epoch")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=1, help="epochs per round")
+    p.add_argument("--skip-epochs", type=int, default=0, help="untimed first epochs of every round (compile)")
+    p.add_argument("--rounds", type=int, default=4, help="timed rounds of each side, after one warm-up round")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--precision", default="32-true", help="32-true | bf16-mixed")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="model.compile=true (torch.compile) on both sides")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="trainer.benchmark=true on both sides")
+    p.add_argument("--on-device", default="auto", help="data.on_device: auto | true | false")
+    p.add_argument("--progress-bar", action="store_true", help="alexlab with its rich progress bar (rendered to /dev/null)")
+    p.add_argument("--data-share", action="store_true", help="also measure the data pipeline's share of a step (P3)")
+    p.add_argument("--mfu", action="store_true", help="also print model FLOP utilisation (P7)")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for --mfu (default: known GPUs, bf16 dense)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="which clock the last line's ratio uses (cpu: process CPU time, with --threads 1)")
+    p.add_argument("--profile", action="store_true", help="cProfile the last alexlab round (to stderr)")
+    p.add_argument("--override", action="append", default=[], help="extra alexlab config override (repeatable)")
+    args = p.parse_args(argv)
+    args.data = args.data or ("synthetic" if args.image_size > 64 else "fashion_mnist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.progress_bar:
+        os.environ.setdefault("FORCE_COLOR", "1")  # rich renders as on a terminal, into /dev/null
+    device = pick_device(args.device)
+    args.device = device.type
+    timed = args.epochs - args.skip_epochs
+    if timed < 1:
+        raise SystemExit("--skip-epochs must be smaller than --epochs")
+
+    from alexlab.train import quiet_lightning
+
+    quiet_lightning()
+    with tempfile.TemporaryDirectory(prefix="alexlab-bench-") as tmp:
+        work = Path(tmp)
+        cfg = compose(overrides_from(args, work))
+        what = (f"throughput {cfg.model.name} w{cfg.model.width} {args.image_size}px {args.data} "
+                f"b{args.batch_size} {args.precision}{' channels_last' if args.channels_last else ''}"
+                f"{' compile' if args.compile else ''}{' cudnn.benchmark' if args.cudnn_benchmark else ''}"
+                f"{' progress_bar' if args.progress_bar else ''}")
+        print(header(device, what))
+        images = args.train_images * timed  # data.num_train or data.train_subset
+        rates = {(side, c): [] for side in ("alexlab", "hand") for c in ("wall", "cpu")}
+        for r in range(args.rounds + 1):
+            order = ("alexlab", "hand") if r % 2 == 0 else ("hand", "alexlab")
+            for side in order:
+                if side == "alexlab":
+                    cfg.paths.run_dir = str(work / f"run{r}")
+                    marks = alexlab_round(cfg, device, profile=args.profile and r == args.rounds)
+                else:
+                    marks = hand_round(cfg, device)
+                if len(marks) != args.epochs + 1:
+                    raise SystemExit(f"{side}: {len(marks) - 1} epochs timed, expected {args.epochs}")
+                if r > 0:
+                    for i, c in enumerate(("wall", "cpu")):
+                        rates[side, c].append(images / (marks[-1][i] - marks[args.skip_epochs][i]))
+            if r > 0:
+                print(f"round {r}: " + "   ".join(
+                    f"{c}: alexlab {rates['alexlab', c][-1]:7.1f} hand {rates['hand', c][-1]:7.1f} img/s "
+                    f"ratio {rates['alexlab', c][-1] / rates['hand', c][-1]:.3f}" for c in ("wall", "cpu")))
+        result = {}
+        for c in ("wall", "cpu"):
+            pair = [a / h for a, h in zip(rates["alexlab", c], rates["hand", c])]
+            a, h, q = summary(rates["alexlab", c]), summary(rates["hand", c]), summary(pair)
+            result[c] = (a, q)
+            print(f"{c:4s} clock: alexlab {a['median']:8.1f} img/s, hand loop {h['median']:8.1f} img/s "
+                  f"(medians of {a['n']}; spread {a['spread']:.0%} / {h['spread']:.0%}); ratio median {q['median']:.3f}, "
+                  f"per round {' '.join(f'{x:.3f}' for x in pair)}")
+        a, q = result[args.clock]
+        if args.data_share:
+            s = data_pipeline_share(cfg, device)
+            print(f"data pipeline: {s['data_s'] * 1e3:.1f} ms of a {s['step_s'] * 1e3:.1f} ms epoch loop "
+                  f"-> data_share={s['share']:.3f}")
+        if args.mfu:
+            flops = forward_flops(cfg)
+            peak = peak_tflops(device, args.peak_tflops)
+            achieved = a["median"] * 3 * flops / 1e12
+            paper = a["median"] * 3 * PAPER_FORWARD_GFLOP / 1e3
+            line = (f"model: {flops / 1e9:.3f} GFLOP/img forward (counted), x3 for training -> "
+                    f"{achieved:.1f} TFLOP/s achieved ({paper:.1f} at the paper's {PAPER_FORWARD_GFLOP} GFLOP)")
+            if peak:
+                line += f"; peak {peak:.0f} TFLOP/s -> mfu={achieved / peak:.3f}"
+            print(line)
+        print(f"ratio={q['median']:.3f}")
+        return q["median"]
+
+
+if __name__ == "__main__":
+    main()
