@@ -361,3 +361,12 @@ def test_submitit_local_executor_runs_a_trial_through_the_slurm_code_path(tmp_pa
     ledger = json.loads((sweep_dir / "sweep_ledger.json").read_text())
     assert next(iter(ledger["trials"].values()))["pid"] != proc.pid  # ran in submitit's own process
     assert list((sweep_dir / ".submitit").glob("*/*_result.pkl"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("sbatch") is not None, reason="SLURM is installed here")
+def test_slurm_launcher_without_slurm_says_so_in_one_line(tmp_path):
+    proc = run_sweep([*SWEEP_TINY, "launcher=slurm", "seed=0,1"], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "launcher=slurm needs SLURM's sbatch" in line and "launcher=gpu_pool" in line

@@ -34,7 +34,15 @@ class _Ledgered:
 
 
 class AlexlabSlurmLauncher(_Ledgered, SlurmLauncher):
-    pass
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import shutil
+
+        from alexlab.errors import AlexlabError
+
+        if shutil.which("sbatch") is None:
+            raise AlexlabError("launcher=slurm needs SLURM's sbatch on PATH (run on the cluster's login node); "
+                               "on this machine use launcher=local or launcher=gpu_pool")
+        return super().launch(job_overrides, initial_job_idx)
 
 
 class AlexlabSubmititLocalLauncher(_Ledgered, LocalLauncher):
