@@ -35,8 +35,9 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def time_call(fn, device: torch.device) -> float:
-    """Seconds one call of fn takes (CUDA events on a GPU)."""
+def time_call(fn, device: torch.device, cpu_clock: bool = False) -> float:
+    """Seconds one call of fn takes (CUDA events on a GPU; with cpu_clock, this process's CPU
+    time, the steadier measure on a shared CPU when torch runs one thread)."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -44,9 +45,10 @@ def time_call(fn, device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
-    start = time.perf_counter()
+    now = time.process_time if cpu_clock else time.perf_counter
+    start = now()
     fn()
-    return time.perf_counter() - start
+    return now() - start
 
 
 def summary(values: list[float]) -> dict:

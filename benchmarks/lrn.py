@@ -61,7 +61,7 @@ def check_exact() -> float:
     return max(rel(out.detach(), ref.detach()), rel(a.grad, b.grad))
 
 
-def per_call(shapes: dict, device, dtype, rounds: int) -> dict:
+def per_call(shapes: dict, device, dtype, rounds: int, cpu_clock: bool = False) -> dict:
     """{shape name: {impl: timing summary}} for forward+backward of one LRN call."""
     results = {}
     for name, shape in shapes.items():
@@ -76,7 +76,7 @@ def per_call(shapes: dict, device, dtype, rounds: int) -> dict:
         for r in range(rounds + 2):
             order = list(IMPLEMENTATIONS.items())
             for impl, fn in (order if r % 2 == 0 else order[::-1]):
-                t = time_call(lambda: call(fn), device)
+                t = time_call(lambda: call(fn), device, cpu_clock)
                 if r >= 2:  # two warm-up rounds
                     times[impl].append(t)
         results[name] = {impl: summary(v) for impl, v in times.items()}
@@ -84,7 +84,7 @@ def per_call(shapes: dict, device, dtype, rounds: int) -> dict:
 
 
 def step_share(variant: str, image_size: int, in_channels: int, width: float, batch: int, device, dtype,
-               rounds: int) -> dict:
+               rounds: int, cpu_clock: bool = False) -> dict:
     """Training-step time with and without LRN (same model otherwise), interleaved."""
     models = {}
     for lrn in (True, False):
@@ -106,7 +106,7 @@ def step_share(variant: str, image_size: int, in_channels: int, width: float, ba
     times = {True: [], False: []}
     for r in range(rounds + 2):
         for lrn in ((True, False) if r % 2 == 0 else (False, True)):
-            t = time_call(lambda: step(lrn), device)
+            t = time_call(lambda: step(lrn), device, cpu_clock)
             if r >= 2:
                 times[lrn].append(t)
     on, off = summary(times[True]), summary(times[False])
@@ -122,19 +122,21 @@ def main(argv=None) -> str:
     p.add_argument("--batch-227", type=int, default=16, help="CPU default 16; use 128 on a GPU")
     p.add_argument("--rounds", type=int, default=10, help="timed repetitions of each variant")
     p.add_argument("--skip-227", action="store_true")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="CPU only: cpu = process CPU time (use with --threads 1 on a shared machine)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    print(header(device, f"LRN forward+backward, {args.dtype}"))
+    print(header(device, f"LRN forward+backward, {args.dtype}, {args.clock} clock"))
     print(f"check: max relative difference from the paper's direct loop (value, gradient; float64) = {check_exact():.1e}")
 
     b, B = args.batch_small, args.batch_227
     shapes = {f"small conv1 ({b},24,32,32)": (b, 24, 32, 32), f"small conv2 ({b},64,16,16)": (b, 64, 16, 16)}
     if not args.skip_227:
         shapes.update({f"227 conv1 ({B},96,55,55)": (B, 96, 55, 55), f"227 conv2 ({B},256,27,27)": (B, 256, 27, 27)})
-    calls = per_call(shapes, device, dtype, args.rounds)
+    calls = per_call(shapes, device, dtype, args.rounds, args.clock == "cpu")
     print(f"\nper call, ms (median; min; spread = IQR/median over {args.rounds} interleaved rounds)")
     print(f"{'input':32s}" + "".join(f"{impl:>22s}" for impl in IMPLEMENTATIONS))
     for name, row in calls.items():
@@ -147,7 +149,7 @@ def main(argv=None) -> str:
     print("\nfull training step (SGD), ms (median; min): with alexlab LRN, without LRN -> LRN share")
     shares = {}
     for key, (variant, size, cin, width, batch) in steps.items():
-        r = step_share(variant, size, cin, width, batch, device, dtype, max(4, args.rounds // 2))
+        r = step_share(variant, size, cin, width, batch, device, dtype, max(4, args.rounds // 2), args.clock == "cpu")
         lrn_calls = sum(v["alexlab"]["median"] - v["none"]["median"] for k, v in calls.items() if k.startswith(key))
         shares[key] = r["share"]
         print(f"{variant} w{width} {size}px b{batch}: {r['with_lrn']['median'] * 1e3:.1f};{r['with_lrn']['min'] * 1e3:.1f}"

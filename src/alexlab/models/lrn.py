@@ -5,19 +5,23 @@
 Unlike torch.nn.LocalResponseNorm, alpha is *not* divided by n, and the window is clipped
 at the first and last channel instead of averaging in zeros.
 
-Speed (benchmarks/lrn.py, docs/PERFORMANCE.md): a custom autograd.Function with the gradient
-written out, so autograd keeps three tensors instead of a dozen intermediates; the channel
-window is summed by in-place shifted slices (exact, unlike a cumulative sum), and d**-beta is
-exp(-beta * log d), which on CPU is ~3x cheaper than pow. With s = window sum, d = k + alpha*s,
-p = d**-beta, b = a*p:
+Speed (benchmarks/lrn.py, docs/PERFORMANCE.md): an autograd.Function with the gradient written
+out. With d = k + alpha * (window sum of a^2), p = d**-beta, b = a*p, and a symmetric window,
 
-    dL/da[i] = g[i]*p[i] - 2*alpha*beta * a[i] * sum_{j: i in window(j)} g[j]*a[j]*p[j]/d[j]
+    dL/da[i] = g[i]*p[i] - 2*alpha*beta * a[i] * (window sum of g*a*p/d)[i]
 
-and the window is symmetric, so the last sum is the same window sum. Half-precision inputs
-(bf16/fp16 autocast) are normalised in float32: in bf16, 2 + 1e-4*s rounds to 2.
+It saves only its input (which the ReLU before it keeps anyway) and recomputes d and p in the
+backward pass. On a CPU it works through the batch in slices of ~0.5 MB that stay in cache,
+so no full-size temporaries are allocated (fresh pages cost more than the arithmetic here).
+The window is summed by shifted slices (exact, unlike a cumulative sum), and d**-beta is
+exp(-beta * log d), ~3x cheaper than pow on a CPU. Half-precision inputs (bf16/fp16 autocast)
+are normalised in float32: in bf16, 2 + 1e-4*s rounds to 2. On a GPU use model.compile=true,
+which fuses the dozen elementwise passes.
 """
 import torch
 from torch import nn
+
+CHUNK = 131072  # elements per CPU slice (at least one image)
 
 
 def _window_sum(t: torch.Tensor, half: int, out: torch.Tensor) -> torch.Tensor:
@@ -29,27 +33,45 @@ def _window_sum(t: torch.Tensor, half: int, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _denominator(x: torch.Tensor, half: int, alpha: float, k: float) -> torch.Tensor:
+    s = torch.mul(x, x).mul_(alpha)
+    return _window_sum(s, half, s + k)  # k + alpha * (window sum of squares)
+
+
+def _slices(x: torch.Tensor):
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return [slice(None)]
+    step = max(1, CHUNK // max(1, x[0].numel()))
+    return [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+
 class _LRN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size: int, alpha: float, beta: float, k: float):
         half = size // 2
-        s = torch.mul(x, x).mul_(alpha)
-        d = _window_sum(s, half, s + k)  # k + alpha * (window sum of squares)
-        p = torch.log(d).mul_(-beta).exp_()
-        ctx.save_for_backward(x, d, p)
-        ctx.constants = (half, alpha, beta)
-        return x * p
+        y = torch.empty_like(x)
+        for part in _slices(x):
+            xs = x[part]
+            p = _denominator(xs, half, alpha, k).log_().mul_(-beta).exp_()
+            torch.mul(xs, p, out=y[part])
+        ctx.save_for_backward(x)
+        ctx.constants = (half, alpha, beta, k)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        if torch.is_grad_enabled():  # create_graph=True: d and p carry no graph, so refuse loudly
+        if torch.is_grad_enabled():  # create_graph=True: the pieces below carry no graph, so refuse loudly
             raise RuntimeError("alexlab's LocalResponseNorm does not support double backward")
-        x, d, p = ctx.saved_tensors
-        half, alpha, beta = ctx.constants
-        gp = g * p
-        t = (gp * x).div_(d)
-        t = _window_sum(t, half, t.clone())
-        return gp.addcmul_(x, t, value=-2.0 * alpha * beta), None, None, None, None
+        (x,) = ctx.saved_tensors
+        half, alpha, beta, k = ctx.constants
+        dx = torch.empty_like(x)
+        for part in _slices(x):
+            xs, gs = x[part], g[part]
+            d = _denominator(xs, half, alpha, k)
+            gp = torch.log(d).mul_(-beta).exp_().mul_(gs)  # g * p
+            t = torch.mul(gp, xs).div_(d)
+            torch.addcmul(gp, xs, _window_sum(t, half, t.clone()), value=-2.0 * alpha * beta, out=dx[part])
+        return dx, None, None, None, None
 
 
 def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
