@@ -11,18 +11,23 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from .errors import DivergedError
+from .errors import AlexlabError, DivergedError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, read-only folder: the old file stays whole, the partial one goes
+        tmp.unlink(missing_ok=True)
+        raise AlexlabError(f"cannot write {path} ({err.strerror or err}); free disk space or point paths.runs / "
+                           "paths.multirun at a writable folder, then rerun the same command") from None
 
 
 def read_metrics_csv(path: Path) -> list[dict]:
@@ -72,9 +77,14 @@ class EpochRecorder(pl.Callback):
                 logger.log_metrics(row, step=trainer.current_epoch)
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_name(f".last.ckpt.tmp{os.getpid()}")
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.ckpt_path)
+        try:
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, self.ckpt_path)
+        except OSError as err:  # disk full: the previous last.ckpt is kept, the partial copy removed
+            tmp.unlink(missing_ok=True)
+            raise AlexlabError(f"cannot write checkpoint {self.ckpt_path} ({err.strerror or err}); the previous one "
+                               "is kept: free disk space and rerun the same command to resume") from None
 
     def _write_csv(self) -> None:
         columns: list[str] = []

@@ -141,7 +141,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from .callbacks import DivergenceGuard, EpochRecorder, read_metrics_csv
+    from .callbacks import DivergenceGuard, EpochRecorder, atomic_write_text, read_metrics_csv
     from .models import count_parameters
 
     quiet_lightning()
@@ -162,11 +162,13 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     if cfg.trainer.fresh:
         for stale in (ckpt, run_dir / COMPLETED, run_dir / "metrics.csv"):
             stale.unlink(missing_ok=True)
+    for partial in ckpt.parent.glob(".last.ckpt.tmp*"):  # a save cut short by a kill: never resumed from
+        partial.unlink(missing_ok=True)
     resume = ckpt if ckpt.is_file() else None
     if resume is not None:
         check_checkpoint(resume)
 
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     summary = {"status": "running", "run_dir": str(run_dir), "name": cfg.name, "ablation": cfg.ablation_name,
                "job": run_dir.name, "seed": cfg.seed, "model": cfg.model.name, "data": cfg.data.name,
                "num_parameters": count_parameters(net), "num_train": dm.num_train, "num_test": dm.num_test,
@@ -207,7 +209,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
         if trainer.is_global_zero:
             write_json(summary_path, summary)
             if status == "completed":
-                (run_dir / COMPLETED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+                atomic_write_text(run_dir / COMPLETED, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         for logger in loggers:
             if hasattr(logger, "alexlab_finish"):
                 logger.alexlab_finish(summary)
@@ -285,6 +287,13 @@ def main() -> None:
         if full_trace:
             raise
         print(f"alexlab: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # an output folder Hydra cannot create (a file in the way, no space, read-only)
+        if full_trace:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"alexlab: error: cannot write{where} ({err.strerror or err}); paths.runs and paths.multirun must be "
+              "writable folders with free space", file=sys.stderr)
         sys.exit(2)
     from .sweep import SWEEP_FAILURES
     if FAILURES or SWEEP_FAILURES:
