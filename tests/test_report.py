@@ -356,3 +356,15 @@ def test_console_script_end_to_end_on_the_sample(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"report: {tmp_path / 'report.md'}" in proc.stdout.replace("\n", "")
     assert len(list(tmp_path.glob("report_curves_*.png"))) == 5 and (tmp_path / "report.csv").is_file()
+
+
+def test_console_opens_with_each_arms_final_means(sweep_dir, tmp_path, capsys):
+    main([str(sweep_dir), "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.strip("│ ").startswith("no_dropout"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[1] == str(len(SEEDS))
+    assert float(cells[2]) == pytest.approx(DROPOUT_CLEAN.mean(), abs=6e-4)
+    assert float(cells[3]) == pytest.approx(DROPOUT_TEST.mean(), abs=6e-4)
+    assert float(cells[4]) == pytest.approx((DROPOUT_CLEAN - DROPOUT_TEST).mean(), abs=6e-4)
+    assert lines.index(row) < next(i for i, line in enumerate(lines) if "dropout_gap" in line)

@@ -188,12 +188,32 @@ def write(analysis: Analysis, out: Path) -> Path:
     return path
 
 
+def arms_table(analysis: Analysis, multi: bool):
+    """Per arm, the final epoch's means over completed seeds: how much each arm overfits."""
+    from rich.table import Table
+
+    done = analysis.per_run[analysis.per_run["ok"] & analysis.per_run["used"]].copy()
+    done["train_clean_acc"] = 1.0 - done["test_error"] + done["gap"]
+    done["test_acc"] = 1.0 - done["test_error"]
+    table = Table(title="final epoch, mean over seeds", title_justify="left")
+    for col in (("group",) if multi else ()) + ("ablation", "seeds", "train_clean acc", "test acc", "gap"):
+        table.add_column(col, justify="left" if col in ("group", "ablation") else "right")
+    order = {name: i for i, name in enumerate(["paper", "tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment"])}
+    arms = done.groupby(["group", "ablation"], sort=False)
+    for (group, ablation), rows in sorted(arms, key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][1])):
+        cells = [group] if multi else []
+        table.add_row(*cells, ablation, str(len(rows)), f"{rows['train_clean_acc'].mean():.3f}",
+                      f"{rows['test_acc'].mean():.3f}", f"{rows['gap'].mean():+.3f}")
+    return table
+
+
 def print_console(analysis: Analysis, path: Path | None = None, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     multi = analysis.per_run["group"].nunique() > 1
+    console.print(arms_table(analysis, multi))
     table = Table(title=f"alexlab report: {analysis.sweep.source}", title_justify="left",
                   caption=f"ours: ablation − paper, paired by seed, {analysis.confidence:.0%} t-interval, final epoch; "
                           "✓: survives Holm's correction", caption_justify="left")
