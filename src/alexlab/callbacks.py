@@ -108,12 +108,16 @@ class DivergenceGuard(pl.Callback):
 
     def __init__(self):
         self.pending = None  # GPU: (host flag, copy-done event, loss, epoch, step, batch) of the last step
+        self.step = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.step = trainer.global_step  # the step's own index (step_seed's); batch end sees it + 1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        where = (trainer.current_epoch, trainer.global_step, batch_idx)
+        where = (trainer.current_epoch, self.step, batch_idx)
         if loss.device.type != "cuda":
             self._check(float(loss), *where)
             return

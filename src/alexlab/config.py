@@ -6,13 +6,14 @@ in one line that names the key and what is valid.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import os
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
@@ -191,6 +192,7 @@ RANGES = {
     "eval.error_threshold": (0.0, 1.0, False, False),
     "trainer.max_epochs": (1, 10**6, True, True),
     "trainer.threads": (0, 1024, True, True),
+    "trainer.num_nodes": (1, 100000, True, True),
     "launcher.n_jobs": (1, 1024, True, True),
     "launcher.trials_per_gpu": (1, 64, True, True),
     "launcher.max_retries": (0, 100, True, True),
@@ -206,8 +208,24 @@ def select(cfg, key: str):
     return node
 
 
+def check_keys(node, name: str) -> None:
+    """A key added with `+` that the schema lacks (`+model.dropuot=0.3`) would be ignored silently."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key, value in node.items_ex(resolve=False):
+        if key not in known:
+            raise ConfigError(f"{name}.{key} is not a key of {name}; valid keys: {', '.join(known)}")
+        if isinstance(value, DictConfig):
+            check_keys(value, f"{name}.{key}")
+
+
 def validate(cfg) -> None:
     """Raise ConfigError (one line: key, value, what is valid) for the first bad value."""
+    if isinstance(cfg, DictConfig):
+        for section in ("model", "data", "optim", "eval", "trainer", "logger", "launcher", "paths"):
+            check_keys(cfg[section], section)
     for key, valid in CHOICES.items():
         value = select(cfg, key)
         if isinstance(value, bool) or str(value) not in {str(v) for v in valid}:
@@ -229,10 +247,31 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.name={cfg.model.name!r} is not valid; choose one of: {', '.join(list_variants())}")
     if cfg.model.groups == 2 and cfg.model.name == "convnet4":
         raise ConfigError("model.groups=2 is not valid for model.name='convnet4'; it has no split columns (use 1)")
+    if not valid_devices(cfg.trainer.devices, cfg.trainer.accelerator):
+        raise ConfigError(f"trainer.devices={cfg.trainer.devices!r} is not valid; give a count (1, 2, ...), -1 or auto "
+                          "for every device, or GPU indices ([0, 1] or '0,1')")
     if cfg.data.name == "synthetic":
         for key in ("data.num_train", "data.num_test", "data.channels", "data.num_classes", "data.size"):
             if select(cfg, key) < 1:
                 raise ConfigError(f"{key}={select(cfg, key)!r} is not valid; give a positive integer")
+
+
+def valid_devices(devices, accelerator: str = "auto") -> bool:
+    """What Lightning's `devices` accepts: a count, -1/auto (all), GPU indices as a list or 'i,j' string."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices >= 1 or devices == -1
+    if isinstance(devices, str) and devices.strip() in ("auto", "-1"):
+        return True
+    if accelerator == "cpu":  # CPU processes are counted, not indexed
+        return False
+    if isinstance(devices, str):
+        return all(p.strip().isdigit() for p in devices.split(","))
+    try:
+        return len(devices) > 0 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    except TypeError:
+        return False
 
 
 def job_name(override_dirname: str) -> str:

@@ -267,6 +267,9 @@ def one_line(err: BaseException) -> str:
     key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
     text = [t.strip() for t in str(cause if cause is not None and str(cause) else err).strip().splitlines() if t.strip()]
     first = text[0] if text else type(err).__name__
+    parent = getattr(cause, "parent_node", None)
+    if " not in " in first and isinstance(parent, DictConfig):  # unknown key: name the keys that exist
+        first = f"{first}; valid keys: {', '.join(str(k) for k in parent.keys())}"
     if "Available options" in " ".join(text):  # unknown config group option: list the valid ones
         start = next(i for i, t in enumerate(text) if "Available options" in t) + 1
         options = [t for t in text[start:] if ":" not in t and "=" not in t]
@@ -278,6 +281,7 @@ def main() -> None:
     """Console entry: Hydra's CLI, but every error ends as one line and exit status 2."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
     full_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
@@ -287,6 +291,13 @@ def main() -> None:
         if full_trace:
             raise
         print(f"alexlab: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except YAMLError as err:  # a config or sweep file that is not YAML
+        if full_trace:
+            raise
+        mark = getattr(err, "problem_mark", None)
+        where = f"{mark.name} (line {mark.line + 1})" if mark is not None else "a config file"
+        print(f"alexlab: error: {where} is not valid YAML: {getattr(err, 'problem', None) or err}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:  # an output folder Hydra cannot create (a file in the way, no space, read-only)
         if full_trace:

@@ -18,14 +18,24 @@ from pathlib import Path
 TIMING = ("epoch_time_s", "images_per_s")  # wall-clock columns: the only ones two runs may differ in
 
 
-class StepFault:
-    """Wraps AlexLabModule.training_step: counts the steps each seed's trial runs, and at global
-    step `step` (of the trial with `seed`, at most `times` times) passes the step's loss through
-    `fault(module, loss) -> loss`, which may poison it, raise, or kill the process."""
+def trial_name(module=None) -> str:
+    """The running job's folder name (a sweep trial's overrides)."""
+    from hydra.core.hydra_config import HydraConfig
 
-    def __init__(self, step: int, fault, seed: int | None = None, times: int | None = None):
-        self.step, self.fault, self.seed, self.times = step, fault, seed, times
-        self.calls: dict[int, int] = {}
+    return Path(HydraConfig.get().runtime.output_dir).name
+
+
+class StepFault:
+    """Wraps AlexLabModule.training_step: counts the steps each run makes (by `key(module)`: its
+    seed, or e.g. trial_name), and at global step `step` of the runs `when(module)` picks (at
+    most `times` times) passes the step's loss through `fault(module, loss) -> loss`, which may
+    poison it, raise, or kill the process."""
+
+    def __init__(self, step: int, fault, seed: int | None = None, times: int | None = None, when=None,
+                 key=lambda module: module.seed):
+        self.step, self.fault, self.times, self.key = step, fault, times, key
+        self.when = when or (lambda module: seed is None or module.seed == seed)
+        self.calls: dict = {}
         self.fired = 0
 
     def install(self, mp) -> "StepFault":
@@ -34,9 +44,10 @@ class StepFault:
         original, hook = AlexLabModule.training_step, self
 
         def training_step(module, batch, batch_idx):
-            hook.calls[module.seed] = hook.calls.get(module.seed, 0) + 1
+            key = hook.key(module)
+            hook.calls[key] = hook.calls.get(key, 0) + 1
             loss = original(module, batch, batch_idx)
-            hit = module.global_step == hook.step and hook.seed in (None, module.seed)
+            hit = module.global_step == hook.step and hook.when(module)
             if hit and (hook.times is None or hook.fired < hook.times):
                 hook.fired += 1
                 return hook.fault(module, loss)
@@ -148,8 +159,10 @@ def paths(tmp_path: Path) -> list[str]:
 
 def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
     """`alexlab-train [-m] <args>` in this process (no interpreter start-up, no imports): exit
-    status, stdout, stderr. Paths go into tmp_path; Hydra's global state is reset around it."""
+    status, stdout, stderr. Paths go into tmp_path; Hydra's global state is reset around it.
+    Warnings go to stderr as the command line would print them (pytest would swallow them)."""
     import contextlib
+    import warnings
 
     from hydra.core.global_hydra import GlobalHydra
 
@@ -165,9 +178,18 @@ def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
     GlobalHydra.instance().clear()
     code = 0
     try:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         os.chdir(tmp_path)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            train.main()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # Python's own defaults, not pytest's
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            try:
+                train.main()
+            finally:
+                for w in caught:
+                    err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     finally:
@@ -222,6 +244,19 @@ def same_state(a: dict, b: dict) -> bool:
         return False
     sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
     return sa.keys() == sb.keys() and all(torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"]) for k in sa)
+
+
+def only_run(root: Path) -> Path:
+    dirs = [p.parent for p in (root / "runs").rglob("summary.json")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def one_error_line(err: str) -> str:
+    """stderr must be exactly one line, `alexlab: error: ...`; returns it."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alexlab: error: "), err[-3000:]
+    return lines[0]
 
 
 def finished_markers(root: Path) -> list[str]:

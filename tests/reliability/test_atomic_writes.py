@@ -8,21 +8,10 @@ import torch
 
 from alexlab.errors import AlexlabError
 from conftest import TINY
-from faults import StepFault, checkpoint, cli, disk_full, finished_markers, metrics, raise_, same_state
+from faults import (StepFault, checkpoint, cli, disk_full, finished_markers, metrics, one_error_line, only_run, raise_,
+                    same_state)
 
 STEPS_PER_EPOCH = 3  # 96 images / 32 per batch, 2 epochs (TINY)
-
-
-def only_run(root):
-    dirs = [p.parent for p in (root / "runs").rglob("summary.json")]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("alexlab: error: "), err[-3000:]
-    return lines[0]
 
 
 def leftovers(run_dir):

@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from conftest import TINY
-from faults import StepFault, checkpoint, cli, metrics, same_state, start_cli, subprocess_cli
+from faults import StepFault, checkpoint, cli, metrics, only_run, same_state, start_cli, subprocess_cli
 
 STEPS_PER_EPOCH, EPOCHS = 6, 3  # 192 images / 32 per batch
 # warm-up (per step) and a plateau schedule with no patience (lr drops on any non-improving epoch):
@@ -15,12 +15,6 @@ STEPS_PER_EPOCH, EPOCHS = 6, 3  # 192 images / 32 per batch
 ARGS = [a for a in TINY if not a.startswith("trainer.max_epochs")] + [
     "data.num_train=192", f"trainer.max_epochs={EPOCHS}", "optim.schedule=plateau", "optim.patience=0",
     "optim.warmup_epochs=1", "seed=5"]
-
-
-def only_run(root):
-    dirs = [p.parent for p in (root / "runs").rglob("summary.json")]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
 
 
 @pytest.fixture(scope="module")
