@@ -61,38 +61,51 @@ def check_exact() -> float:
     return max(rel(out.detach(), ref.detach()), rel(a.grad, b.grad))
 
 
-def per_call(shapes: dict, device, dtype, rounds: int, cpu_clock: bool = False) -> dict:
+def per_call(shapes: dict, device, dtype, rounds: int, cpu_clock: bool = False, channels_last: bool = False) -> dict:
     """{shape name: {impl: timing summary}} for forward+backward of one LRN call."""
     results = {}
     for name, shape in shapes.items():
-        x = torch.randn(shape, device=device).relu_().mul_(3).to(dtype).requires_grad_()
-        g = torch.randn(shape, device=device, dtype=dtype)
-        times = {impl: [] for impl in IMPLEMENTATIONS}
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(shape, device=device).relu_().mul_(3).to(dtype).contiguous(memory_format=fmt).requires_grad_()
+        g = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
 
         def call(fn):
             x.grad = None
             fn(x).backward(g)
 
+        usable = {}
+        for impl, fn in IMPLEMENTATIONS.items():
+            try:
+                call(fn)
+                usable[impl] = fn
+            except (RuntimeError, NotImplementedError):  # torch's LRN has no bf16 CPU kernel
+                pass
+        times = {impl: [] for impl in usable}
         for r in range(rounds + 2):
-            order = list(IMPLEMENTATIONS.items())
+            order = list(usable.items())
             for impl, fn in (order if r % 2 == 0 else order[::-1]):
                 t = time_call(lambda: call(fn), device, cpu_clock)
                 if r >= 2:  # two warm-up rounds
                     times[impl].append(t)
-        results[name] = {impl: summary(v) for impl, v in times.items()}
+        results[name] = {impl: summary(times[impl]) if impl in times else None for impl in IMPLEMENTATIONS}
     return results
 
 
 def step_share(variant: str, image_size: int, in_channels: int, width: float, batch: int, device, dtype,
-               rounds: int, cpu_clock: bool = False) -> dict:
+               rounds: int, cpu_clock: bool = False, compile: bool = False, channels_last: bool = False) -> dict:
     """Training-step time with and without LRN (same model otherwise), interleaved."""
     models = {}
     for lrn in (True, False):
         torch.manual_seed(0)
         net = build_model({"name": variant, "width": width, "lrn": lrn, "init": "default",
                            "groups": 2 if variant == "alexnet" else 1}, 10, in_channels, image_size).to(device)
-        models[lrn] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4))
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        models[lrn] = (torch.compile(net) if compile else net,
+                       torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4))
     x = torch.randn(batch, in_channels, image_size, image_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
 
     def step(lrn):
@@ -122,6 +135,8 @@ def main(argv=None) -> str:
     p.add_argument("--batch-227", type=int, default=16, help="CPU default 16; use 128 on a GPU")
     p.add_argument("--rounds", type=int, default=10, help="timed repetitions of each variant")
     p.add_argument("--skip-227", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd LRN; compile the step's models")
+    p.add_argument("--channels-last", action="store_true", help="channels_last inputs and models")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="CPU only: cpu = process CPU time (use with --threads 1 on a shared machine)")
     args = p.parse_args(argv)
@@ -129,19 +144,22 @@ def main(argv=None) -> str:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    print(header(device, f"LRN forward+backward, {args.dtype}, {args.clock} clock"))
+    print(header(device, f"LRN forward+backward, {args.dtype}, {args.clock} clock"
+                         f"{', channels_last' if args.channels_last else ''}{', compiled step' if args.compile else ''}"))
     print(f"check: max relative difference from the paper's direct loop (value, gradient; float64) = {check_exact():.1e}")
 
     b, B = args.batch_small, args.batch_227
     shapes = {f"small conv1 ({b},24,32,32)": (b, 24, 32, 32), f"small conv2 ({b},64,16,16)": (b, 64, 16, 16)}
     if not args.skip_227:
         shapes.update({f"227 conv1 ({B},96,55,55)": (B, 96, 55, 55), f"227 conv2 ({B},256,27,27)": (B, 256, 27, 27)})
-    calls = per_call(shapes, device, dtype, args.rounds, args.clock == "cpu")
+    if args.compile:
+        IMPLEMENTATIONS["compiled"] = torch.compile(local_response_norm)
+    calls = per_call(shapes, device, dtype, args.rounds, args.clock == "cpu", args.channels_last)
     print(f"\nper call, ms (median; min; spread = IQR/median over {args.rounds} interleaved rounds)")
-    print(f"{'input':32s}" + "".join(f"{impl:>22s}" for impl in IMPLEMENTATIONS))
+    print(f"{'input':32s}" + "".join(f"{impl:>22s}" for impl in calls[next(iter(calls))]))
     for name, row in calls.items():
         print(f"{name:32s}" + "".join(f"{s['median'] * 1e3:9.2f};{s['min'] * 1e3:7.2f};{s['spread']:4.0%}"
-                                      for s in row.values()))
+                                      if s else f"{'n/a':>22s}" for s in row.values()))
 
     steps = {"small": ("alexnet_small", 32, 1, 0.25, b)}
     if not args.skip_227:
@@ -149,7 +167,8 @@ def main(argv=None) -> str:
     print("\nfull training step (SGD), ms (median; min): with alexlab LRN, without LRN -> LRN share")
     shares = {}
     for key, (variant, size, cin, width, batch) in steps.items():
-        r = step_share(variant, size, cin, width, batch, device, dtype, max(4, args.rounds // 2), args.clock == "cpu")
+        r = step_share(variant, size, cin, width, batch, device, dtype, max(4, args.rounds // 2), args.clock == "cpu",
+                       args.compile, args.channels_last)
         lrn_calls = sum(v["alexlab"]["median"] - v["none"]["median"] for k, v in calls.items() if k.startswith(key))
         shares[key] = r["share"]
         print(f"{variant} w{width} {size}px b{batch}: {r['with_lrn']['median'] * 1e3:.1f};{r['with_lrn']['min'] * 1e3:.1f}"

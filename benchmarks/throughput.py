@@ -73,17 +73,21 @@ def overrides_from(args, work: Path) -> list[str]:
 
 
 class EpochClock(pl.Callback):
-    """Device-synchronised time at the start of training and at the end of every epoch
-    (after EpochRecorder has written metrics.csv and last.ckpt)."""
+    """Device-synchronised marks per epoch: its start, the end of its last training step, and its
+    end (after evaluation and after EpochRecorder has written metrics.csv and last.ckpt)."""
 
     def __init__(self, device):
         self.device, self.marks = device, []
 
-    def on_train_start(self, trainer, pl_module):
-        self.marks = [mark(self.device)]
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.marks.append({"start": mark(self.device)})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx + 1 == trainer.num_training_batches:
+            self.marks[-1]["train_end"] = mark(self.device)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.marks.append(mark(self.device))
+        self.marks[-1]["end"] = mark(self.device)
 
 
 def mark(device) -> tuple[float, float]:
@@ -97,7 +101,7 @@ def quiet():
     return contextlib.redirect_stdout(open(os.devnull, "w"))
 
 
-def alexlab_round(cfg, device, profile: bool = False) -> list[float]:
+def alexlab_round(cfg, device, profile: bool = False) -> list[dict]:
     from alexlab.train import run
 
     timer = EpochClock(device)
@@ -123,7 +127,7 @@ def autocast(device, precision: str):
     raise SystemExit(f"--precision {precision}: the hand loop does 32-true and bf16-mixed")
 
 
-def hand_round(cfg, device) -> list[float]:
+def hand_round(cfg, device) -> list[dict]:
     """The minimal loop: index uint8 tensors, BatchTransform, forward, loss, backward, SGD step;
     evaluate train_clean and test after each epoch (centre crop: loss, top-1, top-5)."""
     from alexlab.data.augment import center_crop
@@ -153,8 +157,9 @@ def hand_round(cfg, device) -> list[float]:
         x = transform.train_batch(x) if train else center_crop(transform.eval_view(x), size)
         return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
-    marks = [mark(device)]
+    marks = []
     for epoch in range(cfg.trainer.max_epochs):
+        marks.append({"start": mark(device)})
         net.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -170,6 +175,7 @@ def hand_round(cfg, device) -> list[float]:
             opt.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
+        marks[-1]["train_end"] = mark(device)
         results = [float(loss_sum) / n, int(correct) / n]
         net.eval()
         with torch.no_grad(), autocast(device, cfg.trainer.precision):
@@ -182,7 +188,7 @@ def hand_round(cfg, device) -> list[float]:
                     stats += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
                                           (top5[:, 0] == y).sum(), (top5 == y[:, None]).any(1).sum()])
                 results += (stats / max(1, len(images))).tolist()
-        marks.append(mark(device))
+        marks[-1]["end"] = mark(device)
     return marks
 
 
@@ -243,6 +249,23 @@ def forward_flops(cfg) -> float:
     return float(counter.get_total_flops())
 
 
+def report_extras(args, cfg, device, a: dict) -> None:
+    if args.data_share:
+        s = data_pipeline_share(cfg, device)
+        print(f"data pipeline: {s['data_s'] * 1e3:.1f} ms of a {s['step_s'] * 1e3:.1f} ms epoch loop "
+              f"-> data_share={s['share']:.3f}")
+    if args.mfu:
+        flops = forward_flops(cfg)
+        peak = peak_tflops(device, args.peak_tflops)
+        achieved = a["median"] * 3 * flops / 1e12
+        paper = a["median"] * 3 * PAPER_FORWARD_GFLOP / 1e3
+        line = (f"model: {flops / 1e9:.3f} GFLOP/img forward (counted), x3 for training -> "
+                f"{achieved:.1f} TFLOP/s achieved ({paper:.1f} at the paper's {PAPER_FORWARD_GFLOP} GFLOP)")
+        if peak:
+            line += f"; peak {peak:.0f} TFLOP/s -> mfu={achieved / peak:.3f}"
+        print(line)
+
+
 def main(argv=None) -> float:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="alexnet_small", choices=["alexnet_small", "alexnet", "convnet4"])
@@ -267,8 +290,12 @@ def main(argv=None) -> float:
     p.add_argument("--data-share", action="store_true", help="also measure the data pipeline's share of a step (P3)")
     p.add_argument("--mfu", action="store_true", help="also print model FLOP utilisation (P7)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for --mfu (default: known GPUs, bf16 dense)")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="which clock the last line's ratio uses (cpu: process CPU time, with --threads 1)")
+    p.add_argument("--sides", default="both", choices=["both", "alexlab"],
+                   help="alexlab: time only alexlab's path (option speed-ups; no ratio line)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu", "train"],
+                   help="what the last line's ratio compares: wall = whole epochs (training, evaluation, "
+                        "checkpoint); cpu = process CPU time of the same (use --threads 1 on a shared CPU); "
+                        "train = training phases only (for short epochs of big nets)")
     p.add_argument("--profile", action="store_true", help="cProfile the last alexlab round (to stderr)")
     p.add_argument("--override", action="append", default=[], help="extra alexlab config override (repeatable)")
     args = p.parse_args(argv)
@@ -295,26 +322,43 @@ def main(argv=None) -> float:
                 f"{' progress_bar' if args.progress_bar else ''}")
         print(header(device, what))
         images = args.train_images * timed  # data.num_train or data.train_subset
-        rates = {(side, c): [] for side in ("alexlab", "hand") for c in ("wall", "cpu")}
+        rates = {(side, c): [] for side in ("alexlab", "hand") for c in ("wall", "cpu", "train")}
+        fixed = {"alexlab": [], "hand": []}
         for r in range(args.rounds + 1):
             order = ("alexlab", "hand") if r % 2 == 0 else ("hand", "alexlab")
-            for side in order:
+            for side in (order if args.sides == "both" else ("alexlab",)):
                 if side == "alexlab":
                     cfg.paths.run_dir = str(work / f"run{r}")
                     marks = alexlab_round(cfg, device, profile=args.profile and r == args.rounds)
                 else:
                     marks = hand_round(cfg, device)
-                if len(marks) != args.epochs + 1:
-                    raise SystemExit(f"{side}: {len(marks) - 1} epochs timed, expected {args.epochs}")
+                if len(marks) != args.epochs or any(len(m) != 3 for m in marks):
+                    raise SystemExit(f"{side}: {len(marks)} epochs timed, expected {args.epochs}")
                 if r > 0:
+                    kept = marks[args.skip_epochs:]
                     for i, c in enumerate(("wall", "cpu")):
-                        rates[side, c].append(images / (marks[-1][i] - marks[args.skip_epochs][i]))
-            if r > 0:
+                        rates[side, c].append(images / (kept[-1]["end"][i] - kept[0]["start"][i]))
+                    rates[side, "train"].append(images / sum(m["train_end"][0] - m["start"][0] for m in kept))
+                    fixed[side] += [m["end"][0] - m["train_end"][0] for m in kept]
+            if r > 0 and args.sides == "alexlab":
+                print(f"round {r}: alexlab {rates['alexlab', 'wall'][-1]:7.1f} img/s (wall), "
+                      f"{rates['alexlab', 'train'][-1]:7.1f} img/s (training phase)")
+            elif r > 0:
                 print(f"round {r}: " + "   ".join(
                     f"{c}: alexlab {rates['alexlab', c][-1]:7.1f} hand {rates['hand', c][-1]:7.1f} img/s "
-                    f"ratio {rates['alexlab', c][-1] / rates['hand', c][-1]:.3f}" for c in ("wall", "cpu")))
+                    f"ratio {rates['alexlab', c][-1] / rates['hand', c][-1]:.3f}" for c in ("wall", "cpu", "train")))
+        for side in ("alexlab", "hand")[:2 if args.sides == "both" else 1]:
+            f = summary(fixed[side])
+            print(f"{side}: per-epoch evaluation + bookkeeping {f['median'] * 1e3:.0f} ms (median), "
+                  f"training phase {summary(rates[side, 'train'])['median']:.1f} img/s")
+        if args.sides == "alexlab":
+            a = summary(rates["alexlab", args.clock])
+            print(f"alexlab {a['median']:.1f} img/s ({args.clock} clock, median of {a['n']}; spread {a['spread']:.0%})")
+            print(f"images_per_s={a['median']:.1f}")
+            report_extras(args, cfg, device, a)
+            return a["median"]
         result = {}
-        for c in ("wall", "cpu"):
+        for c in ("wall", "cpu", "train"):
             pair = [a / h for a, h in zip(rates["alexlab", c], rates["hand", c])]
             a, h, q = summary(rates["alexlab", c]), summary(rates["hand", c]), summary(pair)
             result[c] = (a, q)
@@ -322,20 +366,7 @@ def main(argv=None) -> float:
                   f"(medians of {a['n']}; spread {a['spread']:.0%} / {h['spread']:.0%}); ratio median {q['median']:.3f}, "
                   f"per round {' '.join(f'{x:.3f}' for x in pair)}")
         a, q = result[args.clock]
-        if args.data_share:
-            s = data_pipeline_share(cfg, device)
-            print(f"data pipeline: {s['data_s'] * 1e3:.1f} ms of a {s['step_s'] * 1e3:.1f} ms epoch loop "
-                  f"-> data_share={s['share']:.3f}")
-        if args.mfu:
-            flops = forward_flops(cfg)
-            peak = peak_tflops(device, args.peak_tflops)
-            achieved = a["median"] * 3 * flops / 1e12
-            paper = a["median"] * 3 * PAPER_FORWARD_GFLOP / 1e3
-            line = (f"model: {flops / 1e9:.3f} GFLOP/img forward (counted), x3 for training -> "
-                    f"{achieved:.1f} TFLOP/s achieved ({paper:.1f} at the paper's {PAPER_FORWARD_GFLOP} GFLOP)")
-            if peak:
-                line += f"; peak {peak:.0f} TFLOP/s -> mfu={achieved / peak:.3f}"
-            print(line)
+        report_extras(args, cfg, device, a)
         print(f"ratio={q['median']:.3f}")
         return q["median"]
 

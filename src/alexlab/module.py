@@ -55,7 +55,9 @@ class AlexLabModule(pl.LightningModule):
         self.optim_cfg, self.eval_cfg, self.seed, self.max_epochs = optim_cfg, eval_cfg, seed, max_epochs
         self.eval_names = list(eval_names)
         self.channels_last = channels_last
-        self.forward_fn = torch.compile(model) if compile else model
+        # kept out of the submodule registry, so checkpoints hold `model.*` once and a run
+        # resumes whether or not model.compile is set
+        self.__dict__["forward_fn"] = torch.compile(model) if compile else model
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.train_metrics = _metrics(num_classes, top5=False)

@@ -1,0 +1,142 @@
+"""The speed work of issue 8 changes no result: the fast LRN is the paper's formula in every code
+path (CPU slices of the batch, channels_last, bf16), the cheaper per-step seeding draws the same numbers,
+checkpoints hold the network once, the divergence guard still stops; the benchmark scripts run."""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import alexlab.models.lrn as lrn
+from alexlab.callbacks import DivergenceGuard
+from alexlab.errors import DivergedError
+from alexlab.module import seed_device
+from alexlab.train import build
+
+from conftest import REPO, compose_cfg
+
+BENCH = REPO / "benchmarks"
+
+
+def formula(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
+    """PAPER.md Section 3.3 as a direct loop over channels."""
+    channels, b = a.shape[1], torch.empty_like(a)
+    for i in range(channels):
+        lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
+        b[:, i] = a[:, i] / (k + alpha * sum(a[:, j] ** 2 for j in range(lo, hi + 1))) ** beta
+    return b
+
+
+@pytest.mark.parametrize("chunk", [1, 40, 10**9])  # slices of one image, of a few, the whole batch
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+def test_lrn_slices_of_the_batch_give_the_formula_and_its_gradient(monkeypatch, chunk, n):
+    monkeypatch.setattr(lrn, "CHUNK", chunk)
+    torch.manual_seed(n)
+    a = (torch.randn(7, 9, 3, 4, dtype=torch.float64) * 20).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    g = torch.randn(7, 9, 3, 4, dtype=torch.float64)
+    ours, ref = lrn.local_response_norm(a, n, 1e-3, 0.75, 2.0), formula(b, n, 1e-3, 0.75, 2.0)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    ours.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_lrn_gradcheck_and_no_silent_double_backward():
+    a = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: lrn.local_response_norm(t * 5, 5, 0.01, 0.75, 2.0), a)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.gradgradcheck(lambda t: lrn.local_response_norm(t * 5, 5, 0.01, 0.75, 2.0), a)
+
+
+def test_lrn_channels_last_and_expanded_gradients():
+    torch.manual_seed(0)
+    x = (torch.randn(6, 16, 5, 5) * 10).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x2 = x.detach().contiguous().requires_grad_()
+    y, y2 = lrn.local_response_norm(x), lrn.local_response_norm(x2)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()  # an expanded (stride-0) gradient
+    y2.sum().backward()
+    torch.testing.assert_close(y, y2)
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_lrn_under_bf16_autocast_keeps_the_dtype_and_the_formula():
+    torch.manual_seed(0)
+    x = (torch.randn(2, 24, 3, 3) * 30).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lrn.local_response_norm(x)
+    assert y.dtype == torch.bfloat16
+    expected = formula(x.detach().double())
+    torch.testing.assert_close(y.double(), expected, rtol=2 ** -8, atol=0)  # one bf16 rounding
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
+
+
+def test_step_seeding_draws_what_torch_manual_seed_draws():
+    seed_device(torch.device("cpu"), 1234)
+    ours = (torch.rand(5), torch.randn(3), torch.randint(0, 9, (4,)))
+    torch.manual_seed(1234)
+    theirs = (torch.rand(5), torch.randn(3), torch.randint(0, 9, (4,)))
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_checkpoint_holds_the_network_once_with_or_without_compile(tiny, tmp_path, compile):
+    _, net, module = build(compose_cfg(tiny + [f"model.compile={str(compile).lower()}"], tmp_path))
+    keys = set(module.state_dict())
+    assert keys == {f"model.{k}" for k in net.state_dict()} | {k for k in keys if k.startswith("transform.")}
+    assert not any(k.startswith("forward_fn") for k in keys)
+
+
+class _Trainer:
+    current_epoch, global_step, num_training_batches = 2, 17, 5
+
+
+def test_divergence_guard_on_cpu_stops_at_the_bad_step():
+    guard, trainer = DivergenceGuard(), _Trainer()
+    for batch_idx, loss in ((1, torch.tensor(1.5)), (3, torch.tensor(math.nan))):
+        guard.on_train_batch_start(trainer, None, None, batch_idx)
+        if math.isfinite(loss):
+            guard.on_train_batch_end(trainer, None, {"loss": loss}, None, batch_idx)
+    with pytest.raises(DivergedError, match=r"loss is nan at epoch 2, step 17 \(batch 3\)"):
+        guard.on_train_batch_end(trainer, None, {"loss": loss}, None, 3)
+    with pytest.raises(DivergedError, match="loss is inf"):
+        guard.on_train_batch_end(trainer, None, torch.tensor(math.inf), None, 4)
+
+
+def run_script(args, timeout=240):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_prints_both_sides_and_the_ratio_last():
+    out = run_script([BENCH / "throughput.py", "--data", "synthetic", "--train-images", "64", "--eval-images", "32",
+                      "--batch-size", "32", "--width", "0.125", "--rounds", "1", "--threads", "1", "--data-share"])
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("ratio=") and float(lines[-1].split("=")[1]) > 0
+    assert any(line.startswith("round 1:") and "alexlab" in line and "hand" in line for line in lines)
+    assert any("data_share=" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_lrn_benchmark_checks_exactness_and_reports_the_share():
+    out = run_script([BENCH / "lrn.py", "--skip-227", "--batch-small", "4", "--rounds", "1", "--threads", "1"])
+    check = next(line for line in out.splitlines() if line.startswith("check:"))
+    assert float(check.split("=")[-1]) < 1e-12
+    assert out.strip().splitlines()[-1].startswith("lrn_share_small=")
+
+
+def test_gpu_checks_lists_every_step():
+    out = run_script([BENCH / "gpu_checks.py", "--list"], timeout=60)
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == ["p1_small", "divergence", "p7_227", "p6_lrn", "p5_pool", "p4_speed", "p4_accuracy",
+                     "p7_compile", "p6_compiled"]
+    assert "launcher.trials_per_gpu=8" in out and "--mfu" in out and "--data-share" in out
