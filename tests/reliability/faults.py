@@ -151,6 +151,14 @@ def disk_full(match: str, mp, after: int = 0) -> list:
 
 
 # ------------------------------------------------------------------------------ running the CLI
+def tiny(*changes: str) -> list[str]:
+    """conftest.TINY with some of its values replaced (one value per key: one run folder name)."""
+    from conftest import TINY
+
+    keys = {c.split("=")[0] for c in changes}
+    return [a for a in TINY if a.split("=")[0] not in keys] + list(changes)
+
+
 def paths(tmp_path: Path) -> list[str]:
     """Output folders inside tmp_path (first, so a test's own paths.* override wins)."""
     return [f"paths.runs={tmp_path / 'runs'}", f"paths.multirun={tmp_path / 'multirun'}",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from faults import cli, finished_markers
+from faults import cli, finished_markers, tiny
 
 SWEEP_FILES = {  # sweep/<name>.yaml on a search path in tmp_path: the repository's sweeps/ untouched
     "bad_key": "model:\n  colour: red\nhydra:\n  sweeper:\n    params:\n      seed: 0,1\n",
@@ -109,7 +109,7 @@ def test_bad_input_is_one_line_naming_it_and_leaves_nothing_finished(case, tmp_p
             (tmp_path / "empty" / split / "n01440764").mkdir(parents=True)
         names["empty_root"] = str(tmp_path / "empty")
 
-    code, out, err = cli([*TINY, *fill(args, names)], tmp_path, multirun=multirun)
+    code, out, err = cli(tiny(*fill(args, names)), tmp_path, multirun=multirun)
     assert code == 2, out[-2000:] + err[-2000:]
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("alexlab: error: "), err[-3000:]
