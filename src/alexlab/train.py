@@ -263,7 +263,7 @@ def hydra_main(cfg: DictConfig):
 
 def one_line(err: BaseException) -> str:
     """The most telling line of a Hydra/OmegaConf error, with the key it concerns."""
-    cause = err.__cause__ or err.__context__
+    cause = err.__cause__ or (None if err.__suppress_context__ else err.__context__)  # `raise ... from None`: none
     key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
     text = [t.strip() for t in str(cause if cause is not None and str(cause) else err).strip().splitlines() if t.strip()]
     first = text[0] if text else type(err).__name__
