@@ -44,6 +44,18 @@ def tiny():
     return list(TINY)
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_state_between_tests():
+    """alexlab-train run in-process (`-m` especially) leaves Hydra's singletons set: a later test's
+    run would think it is a sweep trial (W&B group, ledger). Clear them after every test."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
 def write_idx(path: Path, array, gz=True) -> Path:
     """An idx file as Fashion-MNIST ships it: 0 0 0x08 ndim, big-endian sizes, uint8 data."""
     import gzip

@@ -173,6 +173,7 @@ def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
     import warnings
 
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     from alexlab import sweep, train
 
@@ -208,6 +209,7 @@ def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
             os.environ["HYDRA_FULL_ERROR"] = saved[1]
         os.chdir(saved[2])
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # else the next run in this process believes it is a sweep trial
     return code, out.getvalue(), err.getvalue()
 
 
