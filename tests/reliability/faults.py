@@ -18,7 +18,7 @@ from pathlib import Path
 TIMING = ("epoch_time_s", "images_per_s")  # wall-clock columns: the only ones two runs may differ in
 
 
-def trial_name(module=None) -> str:
+def trial_name() -> str:
     """The running job's folder name (a sweep trial's overrides)."""
     from hydra.core.hydra_config import HydraConfig
 

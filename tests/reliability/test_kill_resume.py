@@ -65,7 +65,8 @@ def test_kill_9_while_saving_keeps_the_previous_checkpoint_whole(reference, tmp_
         partial = [p for p in ckpt_dir.iterdir() if p.name != "last.ckpt"]
         if fault == "kill_in_save":  # half the bytes are in Lightning's temporary file, never renamed
             size = (ckpt_dir / "last.ckpt").stat().st_size
-            assert [p.stat().st_size for p in root.glob("tmp*") if p.is_file()] == [size // 2] and partial == []
+            halves = [p for p in root.glob("tmp*") if p.is_file() and 0 < p.stat().st_size < size]
+            assert len(halves) == 1 and partial == [], "the fault did not fire while the checkpoint was written"
         else:  # epoch 1's whole checkpoint under its temporary name: not last.ckpt, so never resumed from
             assert [p.name.startswith(".last.ckpt.tmp") for p in partial] == [True]
 
