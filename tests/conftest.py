@@ -122,3 +122,15 @@ def imagefolder_root(tmp_path):
                 h, w = int(rng.integers(200, 300)), int(rng.integers(260, 340))
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / f"{i}.png")
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_state_between_tests():
+    """A test that runs the CLI in-process leaves Hydra's singletons set (mode MULTIRUN, say);
+    the next test's direct `run(cfg)` must not inherit them."""
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
