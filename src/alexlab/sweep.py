@@ -349,9 +349,11 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         try:
             check_launch(config)
-        except ConfigError:  # the launcher refuses this sweep before anything is written
+            Ledger(str(config.hydra.sweep.dir)).begin()
+        except (ConfigError, AlexlabError, OSError):
+            # Hydra would print a callback's error as a multi-line warning; the launcher meets
+            # the same fault next and reports it in one line before any trial starts.
             return
-        Ledger(str(config.hydra.sweep.dir)).begin()
 
     def on_multirun_end(self, config, **kwargs) -> None:
         report = write_summary(Path(str(config.hydra.sweep.dir)), str(config.sweep_name), str(config.name))

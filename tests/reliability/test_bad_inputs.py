@@ -118,8 +118,6 @@ def test_bad_input_is_one_line_naming_it_and_leaves_nothing_finished(case, tmp_p
     assert finished_markers(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="sweep.SweepCallback.on_multirun_start lets the error out: Hydra prints it "
-                                       "as a two-line UserWarning beside the launcher's one-line error")
 @pytest.mark.parametrize("case", ["unwritable sweep folder", "corrupt sweep ledger"])
 def test_sweep_folder_faults_are_one_line(case, tmp_path):
     (tmp_path / "a_file").write_text("not a folder\n")
