@@ -28,8 +28,8 @@ def _window_sum(t: torch.Tensor, half: int, out: torch.Tensor) -> torch.Tensor:
     """out[:, i] += sum of t[:, j] over channels j in [i-half, i+half] other than i, clipped to [0, N-1]."""
     channels = t.shape[1]
     for offset in range(1, min(half, channels - 1) + 1):
-        out[:, offset:] += t[:, :-offset]
-        out[:, :-offset] += t[:, offset:]
+        out[:, offset:].add_(t[:, :-offset])  # (not `+=`, which also copies the view onto itself)
+        out[:, :-offset].add_(t[:, offset:])
     return out
 
 
