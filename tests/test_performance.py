@@ -17,17 +17,9 @@ from alexlab.module import seed_device
 from alexlab.train import build
 
 from conftest import REPO, compose_cfg
+from test_lrn import lrn_by_the_formula as formula
 
 BENCH = REPO / "benchmarks"
-
-
-def formula(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
-    """PAPER.md Section 3.3 as a direct loop over channels."""
-    channels, b = a.shape[1], torch.empty_like(a)
-    for i in range(channels):
-        lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
-        b[:, i] = a[:, i] / (k + alpha * sum(a[:, j] ** 2 for j in range(lo, hi + 1))) ** beta
-    return b
 
 
 @pytest.mark.parametrize("chunk", [1, 40, 10**9])  # slices of one image, of a few, the whole batch
