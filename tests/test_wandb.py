@@ -149,7 +149,9 @@ def test_resume_continues_the_same_wandb_run_and_fresh_starts_a_new_one(wandb_en
 
     train(tiny_cfg(tmp_path, "trainer.max_epochs=1", "trainer.fresh=true"))
     new_id = (run_dir / "wandb_id").read_text().strip()
-    assert new_id != run_id and of_type(offline_runs(run_dir)[-1], "run")[0].run_id == new_id
+    # folder names sort by second, then by id: two runs in one second need not sort by time
+    ids = sorted(of_type(r, "run")[0].run_id for r in offline_runs(run_dir))
+    assert new_id != run_id and ids == sorted([run_id, run_id, new_id])
 
 
 def test_wandb_init_failure_still_trains_with_csv(wandb_env, monkeypatch, capsys):
