@@ -74,3 +74,9 @@ def test_tensorboard_logger_beside_csv(tmp_path):
     run_cli(TINY + ["trainer.max_epochs=1", "logger=tensorboard"], tmp_path, check=True)
     run_dir = only_run(tmp_path)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*")) and (run_dir / "metrics.csv").is_file()
+
+
+def test_last_epoch_is_always_evaluated(tmp_path):
+    run_cli(TINY + ["trainer.max_epochs=3", "eval.every_n_epochs=2"], tmp_path, check=True)
+    evaluated = [int(r["epoch"]) for r in metrics(only_run(tmp_path)) if r["test/acc"]]
+    assert evaluated == [1, 2]

@@ -43,11 +43,10 @@ class EpochRecorder(pl.Callback):
     atomically. The row is written before the checkpoint, so a kill between the two replays the
     epoch and its row is replaced, never duplicated."""
 
-    def __init__(self, run_dir: Path, eval_every: int = 1):
+    def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "metrics.csv"
         self.ckpt_path = self.run_dir / "checkpoints" / "last.ckpt"
-        self.eval_every = eval_every
         self.rows: list[dict] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -55,6 +54,8 @@ class EpochRecorder(pl.Callback):
         self.rows = [r for r in read_metrics_csv(self.csv_path) if r["epoch"] < trainer.current_epoch]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == trainer.max_epochs - 1:  # every run's last row is evaluated
+            trainer.check_val_every_n_epoch = 1
         self.epoch_start = time.perf_counter()
         self.images_at_start = pl_module.images_seen
         self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the lr this epoch trains with

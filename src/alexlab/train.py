@@ -175,7 +175,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
                "resumed_from": str(resume) if resume else None, "git_sha": git_sha(), "versions": package_versions()}
     write_json(summary_path, summary)
 
-    recorder = EpochRecorder(run_dir, cfg.eval.every_n_epochs)
+    recorder = EpochRecorder(run_dir)
     callbacks = [recorder, DivergenceGuard(), *extra_callbacks]
     if cfg.trainer.progress_bar:
         from pytorch_lightning.callbacks import RichProgressBar
