@@ -74,7 +74,8 @@ class AlexLabModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         if self.trainer.training:
-            seed_device(x.device, step_seed(self.seed, self.global_step))
+            # + rank: DDP ranks draw different crops and dropout masks (rank 0 = a one-device run)
+            seed_device(x.device, step_seed(self.seed, self.global_step) + self.global_rank)
             x = self.transform.train_batch(x)
         else:
             x = self.transform.eval_view(x)
