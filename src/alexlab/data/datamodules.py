@@ -16,7 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..errors import DataError
+from ..callbacks import atomic_write_text
+from ..errors import AlexlabError, DataError
 from . import sources
 from .augment import BatchTransform
 
@@ -168,10 +169,8 @@ class AlexDataModule(pl.LightningDataModule):
         stats = pixel_statistics(images)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(stats))
-            os.replace(tmp, path)
-        except OSError:
+            atomic_write_text(path, json.dumps(stats))
+        except (OSError, AlexlabError):
             pass  # read-only data dir: recompute next time
         return stats
 
