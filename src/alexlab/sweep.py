@@ -350,7 +350,7 @@ class SweepCallback(Callback):
         try:
             check_launch(config)
             Ledger(str(config.hydra.sweep.dir)).begin()
-        except (ConfigError, AlexlabError, OSError):
+        except (AlexlabError, OSError):  # ConfigError is an AlexlabError
             # Hydra would print a callback's error as a multi-line warning; the launcher meets
             # the same fault next and reports it in one line before any trial starts.
             return
