@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, pick_device, summary, sync, time_call  # noqa: E402
 
 from alexlab.models import build_model  # noqa: E402
+from alexlab.models import lrn_cpu  # noqa: E402
 from alexlab.models.lrn import local_response_norm  # noqa: E402
 
 
@@ -33,6 +34,12 @@ def lrn_slices(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
     return x / (k + alpha * window).pow(beta)
 
 
+def lrn_pytorch_ops(x):
+    """alexlab's LRN without the fused C kernel (what runs where no C compiler is found)."""
+    with lrn_cpu.disabled():
+        return local_response_norm(x)
+
+
 def lrn_formula(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
     """PAPER.md Section 3.3 as a direct loop over channels (the reference)."""
     channels, b = a.shape[1], torch.empty_like(a)
@@ -44,21 +51,23 @@ def lrn_formula(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
 
 IMPLEMENTATIONS = {
     "alexlab": local_response_norm,
+    "alexlab_torch_ops": lrn_pytorch_ops,
     "slices": lrn_slices,
     "torch": torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0),  # alpha/n convention
     "none": lambda x: x.clone(),
 }
 
 
-def check_exact() -> float:
-    """Largest relative difference of alexlab's LRN (value and gradient) from the direct loop, float64."""
-    a = (torch.randn(3, 13, 5, 5, dtype=torch.float64) * 20).requires_grad_()
-    b = a.detach().clone().requires_grad_()
-    out, ref = local_response_norm(a), lrn_formula(b)
+def check_exact(dtype=torch.float64) -> float:
+    """Largest relative difference of alexlab's LRN (value and gradient) from the direct loop in float64.
+    float32 inputs on a CPU take the fused C kernel when it is built."""
+    ref_in = (torch.randn(3, 13, 5, 5, dtype=torch.float64) * 20).requires_grad_()
+    a = ref_in.detach().to(dtype).requires_grad_()
+    out, ref = local_response_norm(a), lrn_formula(ref_in)
     out.pow(2).sum().backward()
     ref.pow(2).sum().backward()
-    rel = lambda u, v: ((u - v).abs() / v.abs().clamp_min(1e-12)).max().item()  # noqa: E731
-    return max(rel(out.detach(), ref.detach()), rel(a.grad, b.grad))
+    rel = lambda u, v: ((u.double() - v).abs() / v.abs().clamp_min(1e-12)).max().item()  # noqa: E731
+    return max(rel(out.detach(), ref.detach()), rel(a.grad, ref_in.grad))
 
 
 def per_call(shapes: dict, device, dtype, rounds: int, cpu_clock: bool = False, channels_last: bool = False) -> dict:
@@ -146,7 +155,9 @@ def main(argv=None) -> str:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     print(header(device, f"LRN forward+backward, {args.dtype}, {args.clock} clock"
                          f"{', channels_last' if args.channels_last else ''}{', compiled step' if args.compile else ''}"))
-    print(f"check: max relative difference from the paper's direct loop (value, gradient; float64) = {check_exact():.1e}")
+    print(f"check: max relative difference from the paper's direct loop (value, gradient): "
+          f"float64={check_exact():.1e} float32={check_exact(torch.float32):.1e}"
+          f"{' (fused C kernel)' if lrn_cpu.library() else ' (no C compiler: PyTorch ops)'}")
 
     b, B = args.batch_small, args.batch_227
     shapes = {f"small conv1 ({b},24,32,32)": (b, 24, 32, 32), f"small conv2 ({b},64,16,16)": (b, 64, 16, 16)}
