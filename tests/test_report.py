@@ -241,6 +241,41 @@ def test_one_seed_gives_no_interval_and_says_so(tmp_path, capsys):
     assert "only one seed pair" in capsys.readouterr().out
 
 
+def test_a_run_that_never_reached_the_threshold_makes_the_ratio_a_bound(tmp_path):
+    """tanh seeds 0-1 never reach 25% training error in 12 epochs: they count as 13 (at least), so the
+    ratio is a lower bound, which can show 'slower' (relu_speed) but never 'faster'."""
+    root = tmp_path / "sweep"
+    tanh_reach = [None, None, 10, 8, 9, 10]
+    late = [6, None, 7, 6, 7, 6]  # no_dropout reaches later than paper: against dropout_speed, also a lower bound
+    for s in SEEDS:
+        write_run(root, "paper", s, PAPER_TEST[s], PAPER_CLEAN[s], PAPER_REACH[s])
+        write_run(root, "tanh", s, PAPER_TEST[s], PAPER_CLEAN[s], tanh_reach[s])
+        write_run(root, "no_dropout", s, PAPER_TEST[s], PAPER_CLEAN[s], late[s])
+    a = analyse(load(root))
+    row = effect(a, "tanh", "epochs_ratio")
+    tanh_epochs = np.array([EPOCHS + 1 if r is None else r + 1 for r in tanh_reach], dtype=float)
+    logs = np.log(tanh_epochs / (np.array(PAPER_REACH) + 1))
+    assert row["bound"] == "lower" and row["n"] == 6
+    assert row["effect"] == pytest.approx(math.exp(logs.mean()))
+    assert (row["low"], row["high"]) == pytest.approx(tuple(np.exp(t_interval(logs))))
+    assert "2 of 6 ablation run(s) never reached the threshold" in row["note"]
+    assert claim(a, "relu_speed")["verdict"] == "reproduced"
+    # without dropout it is slower here, the paper's direction reversed: a lower bound above 1 may say so
+    assert effect(a, "no_dropout", "epochs_ratio")["low"] > 1
+    assert claim(a, "dropout_speed")["verdict"] == "contradicted"
+    main([str(root), "--out", str(tmp_path / "out")])
+    assert "≥ " in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_bound_never_gives_a_verdict_beyond_itself():
+    from alexlab.report.analysis import verdict
+    assert verdict(+1, 1.5, 3.0, 5, 1.0, "lower") == "reproduced"      # at least 1.5x slower: slower
+    assert verdict(+1, 0.3, 0.8, 5, 1.0, "lower") == "inconclusive"    # at least 0.3x: could still be > 1
+    assert verdict(-1, 0.3, 0.8, 5, 1.0, "upper") == "reproduced"      # at most 0.8x: faster
+    assert verdict(-1, 1.5, 3.0, 5, 1.0, "upper") == "inconclusive"
+    assert verdict(+1, 0.3, 0.8, 5, 1.0, "") == "contradicted"
+
+
 def test_cli_writes_report_csv_and_plots_and_prints_the_path(sweep_dir, tmp_path, capsys):
     out = tmp_path / "out"
     main([str(sweep_dir.parent), "--out", str(out)])  # a folder holding the run folders one level down

@@ -99,14 +99,10 @@ def compare_arms(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence
     a, b = a.loc[seeds].astype(float), b.loc[seeds].astype(float)
     scale = display_scale(spec.unit)
     row = {"metric": metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading, "pairs": len(seeds),
-           "paper_mean": a.mean() * scale, "ablation_mean": b.mean() * scale, "note": ""}
+           "paper_mean": a.mean() * scale, "ablation_mean": b.mean() * scale, "note": "", "bound": ""}
     if spec.unit == "x":
-        both = a.notna() & b.notna()
-        censored = int((~both).sum())
-        if censored:
-            row["note"] = (f"{censored} of {len(seeds)} seed pair(s) left out: a run never reached the threshold "
-                           f"(paper {int(a.isna().sum())}, ablation {int(b.isna().sum())})")
-        diffs = np.log(b[both] / a[both])
+        a, b, row["bound"], row["note"] = censored_pairs(paper, arm, seeds, a, b)
+        diffs = np.log(b / a).dropna()
         iv = paired_interval(diffs, confidence)
         row.update(effect=math.exp(iv.mean) if iv.n else math.nan, low=math.exp(iv.low), high=math.exp(iv.high))
     else:
@@ -114,6 +110,36 @@ def compare_arms(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence
         row.update(effect=iv.mean, low=iv.low, high=iv.high)
     row.update(n=iv.n, sd=iv.sd, p=iv.p, seeds_needed=seeds_needed(iv.mean, iv.sd, confidence))
     return row
+
+
+def censored_pairs(paper: pd.DataFrame, arm: pd.DataFrame, seeds: list, a: pd.Series, b: pd.Series):
+    """Epochs-to-threshold pairs where a run never reached the threshold. Such a run would have
+    reached it at the earliest one epoch after its last, so that value stands in, and the ratio
+    arm/paper becomes a bound: at least (the arm never reached it) or at most (the paper run
+    never reached it). If both kinds occur, or both runs of a pair never reached it, those pairs
+    are left out. Returns (a, b, bound: "lower" | "upper" | "", note)."""
+    def cap(runs):  # epochs trained + 1; unknown (0) stays NaN and drops the pair
+        epochs = runs.set_index("seed")["epochs"].loc[seeds].astype(float)
+        return epochs.where(epochs > 0) + 1
+
+    only_b, only_a = a.notna() & b.isna(), a.isna() & b.notna()
+    neither = int((a.isna() & b.isna()).sum())
+    bound, note = "", []
+    if only_b.any() and not only_a.any():
+        b, bound = b.where(~only_b, cap(arm)), "lower"
+        note.append(f"{int(only_b.sum())} of {len(seeds)} ablation run(s) never reached the threshold: counted as "
+                    "reaching it one epoch after their last, so the ratio is a lower bound")
+    elif only_a.any() and not only_b.any():
+        a, bound = a.where(~only_a, cap(paper)), "upper"
+        note.append(f"{int(only_a.sum())} of {len(seeds)} paper run(s) never reached the threshold: counted as "
+                    "reaching it one epoch after their last, so the ratio is an upper bound")
+    elif only_a.any():
+        a, b = a.where(~only_a), b.where(~only_b)
+        note.append(f"{int(only_a.sum() + only_b.sum())} seed pair(s) left out: in some the paper run, in others "
+                    "the ablation run never reached the threshold")
+    if neither:
+        note.append(f"{neither} seed pair(s) left out: neither run reached the threshold")
+    return a, b, bound, "; ".join(note)
 
 
 def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Analysis:
@@ -156,7 +182,7 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
                                 "n_paper": len(paper), "n_ablation": len(arm)})
     effects = pd.DataFrame(effects, columns=["group", "ablation", "metric", "label", "unit", "reading", "pairs", "n",
                                              "n_paper", "n_ablation", "paper_mean", "ablation_mean", "effect",
-                                             "low", "high", "sd", "p", "seeds_needed", "note"])
+                                             "low", "high", "sd", "p", "seeds_needed", "note", "bound"])
     single = effects[(effects["n"] == 1) & (effects["metric"] == "test_error")]
     for s in single.itertuples():
         warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}: only one seed pair, so no interval and "
@@ -165,8 +191,11 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
     return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha)
 
 
-def verdict(direction: int, low: float, high: float, n: int, null: float = 0.0) -> str:
+def verdict(direction: int, low: float, high: float, n: int, null: float = 0.0, bound: str = "") -> str:
+    """`bound`: the effect is a lower (upper) bound, so only an interval above (below) the null counts."""
     if n < 2 or not (np.isfinite(low) and np.isfinite(high)) or low <= null <= high:
+        return "inconclusive"
+    if (bound == "lower" and high < null) or (bound == "upper" and low > null):
         return "inconclusive"
     return "reproduced" if (low > null) == (direction > 0) else "contradicted"
 
@@ -186,7 +215,7 @@ def judge(effects: pd.DataFrame, confidence: float, alpha: float) -> pd.DataFram
             continue
         for e in found.itertuples(index=False):
             null = 1.0 if spec.unit == "x" else 0.0
-            v = verdict(claim.direction, e.low, e.high, e.n, null)
+            v = verdict(claim.direction, e.low, e.high, e.n, null, e.bound)
             beside = {}
             if spec.best_of:
                 b = effects[(effects["group"] == e.group) & (effects["ablation"] == claim.ablation)
@@ -196,7 +225,7 @@ def judge(effects: pd.DataFrame, confidence: float, alpha: float) -> pd.DataFram
                           "ablation_best_epoch": mean_of(effects, e.group, claim.ablation, "ablation_mean")}
             rows.append({**base, "group": e.group, "n": e.n, "pairs": e.pairs, "paper_mean": e.paper_mean,
                          "ablation_mean": e.ablation_mean, "effect": e.effect, "low": e.low, "high": e.high,
-                         "p": e.p, "verdict": v, "seeds_needed": e.seeds_needed if v == "inconclusive" else None,
+                         "p": e.p, "bound": e.bound, "verdict": v, "seeds_needed": e.seeds_needed if v == "inconclusive" else None,
                          "note": e.note, **beside})
     claims = pd.DataFrame(rows)
     claims["p_holm"] = holm(claims["p"]) if "p" in claims else np.nan
