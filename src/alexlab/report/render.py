@@ -225,7 +225,7 @@ def print_console(analysis: Analysis, path: Path | None = None, console=None) ->
     for row in analysis.claims.to_dict("records"):
         ours = ("not run" if row["verdict"] == "not run" else
                 effect_text(row["unit"], row.get("effect"), row.get("low"), row.get("high"), row.get("n"),
-                            row.get("pairs")))
+                            row.get("pairs"), row.get("bound")))
         v = row["verdict"]
         p = row.get("p_holm")
         cells = [row["claim"]] + ([row.get("group") or "–"] if multi else [])
