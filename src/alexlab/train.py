@@ -187,7 +187,8 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
         precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic, benchmark=cfg.trainer.benchmark,
         gradient_clip_val=cfg.trainer.gradient_clip_val, limit_train_batches=cfg.trainer.limit_train_batches,
         check_val_every_n_epoch=cfg.eval.every_n_epochs, num_sanity_val_steps=0, logger=loggers or False,
-        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=cfg.trainer.progress_bar,
+        callbacks=callbacks, plugins=[recorder.checkpoint_io], enable_checkpointing=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
         enable_model_summary=False, log_every_n_steps=10**9)
     status, error = "completed", None
     try:

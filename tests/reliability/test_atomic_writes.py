@@ -9,7 +9,7 @@ import torch
 from alexlab.errors import AlexlabError
 from conftest import TINY
 from faults import (StepFault, checkpoint, cli, disk_full, finished_markers, metrics, one_error_line, only_run, raise_,
-                    same_state)
+                    same_state, tiny)
 
 STEPS_PER_EPOCH = 3  # 96 images / 32 per batch, 2 epochs (TINY)
 
@@ -88,3 +88,42 @@ def test_a_damaged_checkpoint_at_resume_names_the_file_and_the_flag_and_never_st
     assert code == 0, err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from"] is None and summary["epochs"] == 2
+
+
+def test_a_checkpoint_written_in_the_background_holds_the_state_of_its_epoch(tmp_path):
+    """save_checkpoint returns before the file is written; training changing the weights in place
+    right after must not reach the file, and a later save replaces it whole."""
+    from alexlab.callbacks import BackgroundCheckpointIO
+
+    io_, path = BackgroundCheckpointIO(), tmp_path / "last.ckpt"
+    weights = torch.zeros(1_000_000)
+    io_.save_checkpoint({"state_dict": {"w": weights}, "epoch": 0, "nested": [weights, (weights,)]}, path)
+    weights.add_(1)  # the next epoch trains
+    io_.wait()
+    saved = torch.load(path)
+    assert saved["epoch"] == 0 and saved["state_dict"]["w"].sum() == 0 and saved["nested"][1][0].sum() == 0
+    io_.save_checkpoint({"state_dict": {"w": weights}, "epoch": 1}, path)
+    io_.teardown()
+    assert torch.load(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_disk_full_in_a_middle_epoch_stops_at_the_next_save_with_the_files_of_a_whole_epoch(tmp_path, monkeypatch):
+    """Epoch 1's background write fails; the run learns of it at epoch 2's save and stops there in one
+    line. last.ckpt still holds epoch 0, so the rerun replays epochs 1 and 2 and ends as an unbroken run."""
+    three = tiny("trainer.max_epochs=3")
+    code, _, err = cli(three, tmp_path / "unbroken")
+    assert code == 0, err
+    unbroken = only_run(tmp_path / "unbroken")
+    with monkeypatch.context() as mp:
+        failed = disk_full("last.ckpt", mp, after=1)
+        code, _, err = cli(three, tmp_path / "full")
+    run_dir = only_run(tmp_path / "full")
+    assert failed and code == 2
+    line = one_error_line(err)
+    assert str(run_dir / "checkpoints" / "last.ckpt") in line and "No space left on device" in line
+    assert checkpoint(run_dir)["epoch"] == 0 and leftovers(run_dir) == []
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+    code, _, err = cli(three, tmp_path / "full")
+    assert code == 0, err
+    assert metrics(run_dir) == metrics(unbroken) and same_state(checkpoint(run_dir), checkpoint(unbroken))

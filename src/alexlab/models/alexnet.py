@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -51,10 +51,8 @@ register_variant("alexnet", Variant(
 
 # Same 5-conv/3-FC topology for 28-32 px inputs: conv1 5x5 stride 1 (an 11x11/4 conv would
 # leave 6x6 maps), pools padded so 32 -> 16 -> 8 -> 4 (28 -> 14 -> 7 -> 4).
-register_variant("alexnet_small", Variant(
-    convs=((96, 5, 1, 2, False), (256, 5, 1, 2, True), (384, 3, 1, 1, False),
-           (384, 3, 1, 1, True), (256, 3, 1, 1, True)),
-    pool_after=(0, 1, 4), lrn_after=(0, 1), hidden=(4096, 4096),
+register_variant("alexnet_small", replace(
+    VARIANTS["alexnet"], convs=((96, 5, 1, 2, False),) + VARIANTS["alexnet"].convs[1:],
     padded_pooling=True, image_size=32,
     description="AlexNet topology for 28-32 px images (5x5 stride-1 conv1)"))
 
