@@ -46,6 +46,13 @@ def test_cli_run_writes_the_whole_run_folder(tmp_path):
     assert ckpt["epoch"] == 1
 
 
+def test_warmup_ramps_the_lr_by_step_and_the_lr_column_shows_each_epochs_first_step(tmp_path):
+    run_cli(TINY + ["optim.warmup_epochs=1", "optim.schedule=none"], tmp_path, check=True)
+    lrs = [float(r["lr"]) for r in metrics(only_run(tmp_path))]
+    steps = 96 // 32  # TINY: 3 steps an epoch, optim.lr=0.02; warm-up from lr/10, linear in the step
+    assert lrs == pytest.approx([0.02 * (0.1 + 0.9 * 1 / steps), 0.02])
+
+
 def test_same_seed_same_metrics_and_rerun_skips(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

@@ -125,8 +125,12 @@ class EpochRecorder(pl.Callback):
             trainer.check_val_every_n_epoch = 1
         self.epoch_start = time.perf_counter()
         self.images_at_start = pl_module.images_seen
-        self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the lr this epoch trains with
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # replaced by the first step's (warm-up sets it per step)
         self.train_time = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.lr = trainer.optimizers[0].param_groups[0]["lr"]  # the lr the epoch's first step used
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if trainer.training or trainer.state.fn == "fit":
