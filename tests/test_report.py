@@ -276,6 +276,29 @@ def test_a_bound_never_gives_a_verdict_beyond_itself():
     assert verdict(+1, 0.3, 0.8, 5, 1.0, "") == "contradicted"
 
 
+def test_two_seeds_with_equal_differences_give_no_interval_but_three_do(tmp_path):
+    """Accuracies move in steps of one image, so two seeds can tie exactly by chance: no spread,
+    no interval, inconclusive (before, float rounding made that a p of 2e-6). Three ties are a point."""
+    two = paired_interval([6.95, 6.95 + 1e-13])
+    assert two.n == 2 and two.sd == 0 and math.isnan(two.low) and math.isnan(two.p)
+    three = paired_interval([2.0, 2.0, 2.0])
+    assert (three.low, three.high, three.p) == (2.0, 2.0, 0.0)
+    assert seeds_needed(6.95, 0.0) == 3
+
+    root = tmp_path / "sweep"
+    for s, (paper, ablated) in enumerate([(0.80, 0.78), (0.82, 0.80)]):  # test error +2 pt on both seeds
+        write_run(root, "paper", s, paper, 0.85)
+        write_run(root, "no_lrn", s, ablated, 0.85)
+    a = analyse(load(root))
+    c = claim(a, "lrn_error")
+    assert c["verdict"] == "inconclusive" and c["n"] == 2 and math.isnan(c["p_holm"])
+    assert c["effect"] == pytest.approx(2.0)
+    assert any("both seed pairs gave the same difference" in w for w in a.warnings)
+    main([str(root), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "(2 equal differences, no interval)" in md and "≥ 3: 2 equal differences give no spread" in md
+
+
 def test_cli_writes_report_csv_and_plots_and_prints_the_path(sweep_dir, tmp_path, capsys):
     out = tmp_path / "out"
     main([str(sweep_dir.parent), "--out", str(out)])  # a folder holding the run folders one level down

@@ -187,6 +187,11 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
     for s in single.itertuples():
         warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}: only one seed pair, so no interval and "
                         "no verdict beyond 'inconclusive'; run more seeds (seed=0,1,2)")
+    tied = effects[(effects["n"] == 2) & (effects["sd"] == 0) & effects["metric"].isin(["test_error", "gap"])]
+    for s in tied.itertuples():
+        warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}, {s.metric}: both seed pairs gave the same "
+                        "difference, so there is no spread to build an interval from (a tie on accuracies measured "
+                        "in steps of one image); run a third seed")
     claims = judge(effects, confidence, alpha)
     return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha)
 

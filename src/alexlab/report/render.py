@@ -28,7 +28,11 @@ def effect_text(unit: str, effect, low, high, n, pairs=None, bound: str = "") ->
         suffix = " pt" if unit == "pt" else " ep"
         value = num(effect, 2 if unit == "pt" else 1) + suffix
         interval = f"[{num(low, 2 if unit == 'pt' else 1)}, {num(high, 2 if unit == 'pt' else 1)}]"
-    return f"{value} (1 seed, no interval)" if n == 1 else f"{value} {interval}"
+    if n == 1:
+        return f"{value} (1 seed, no interval)"
+    if n == 2 and pd.isna(low):
+        return f"{value} (2 equal differences, no interval)"
+    return f"{value} {interval}"
 
 
 def needed_text(row) -> str:
@@ -38,6 +42,8 @@ def needed_text(row) -> str:
         return "unknown: no usable seed pair"
     if row["n"] < 2:
         return "unknown: 1 seed gives no variance"
+    if row["n"] == 2 and pd.isna(row.get("low")):
+        return "≥ 3: 2 equal differences give no spread"
     n = row.get("seeds_needed")
     if n is None or pd.isna(n):
         return "unknown: no difference observed"
@@ -47,7 +53,7 @@ def needed_text(row) -> str:
 def holm_text(row) -> str:
     p = row.get("p_holm")
     if p is None or pd.isna(p):
-        return "not tested (n < 2)" if row.get("verdict") != "not run" else ""
+        return "not tested (n < 2, or 2 equal differences)" if row.get("verdict") != "not run" else ""
     kept = "survives" if row.get("survives_holm") else "does not survive"
     if row.get("verdict") == "inconclusive":
         kept = "—"
@@ -115,7 +121,8 @@ def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
           "- **Effect** = ablation arm − `ablation=paper` arm, **paired by seed** (same seed, same data order and "
           "initial draw), averaged over the seeds both arms completed.",
           f"- **Interval**: {c} paired t-interval, mean ± t(n−1)·sd/√n over the per-seed differences "
-          "(Student's t from `scipy.stats.t`; no bootstrap). One seed gives no interval.",
+          "(Student's t from `scipy.stats.t`; no bootstrap). One seed gives no interval; nor do two "
+          "seeds whose differences are equal (a chance tie of accuracies counted in whole images: no spread).",
           "- Errors and gaps are in percentage points (pt); gap = train_clean accuracy − test accuracy "
           "(train_clean: a fixed training subset in eval mode, no augmentation). The epochs ratio is "
           "ablation/paper, tested on the log scale (geometric mean). A run that never reached the threshold "

@@ -15,7 +15,7 @@ class Interval:
     n: int
     mean: float
     sd: float           # nan for n < 2
-    low: float          # nan for n < 2: one seed has no interval
+    low: float          # nan for n < 2 (one seed has no interval) and for 2 seeds with equal differences
     high: float
     p: float            # two-sided paired t-test of mean = 0; nan for n < 2
 
@@ -30,9 +30,11 @@ def paired_interval(diffs, confidence: float = 0.95) -> Interval:
     if n < 2:
         return Interval(1, mean, math.nan, math.nan, math.nan, math.nan)
     sd = float(d.std(ddof=1))
+    if sd <= 1e-9 * max(1.0, abs(mean)):  # every seed gave the same difference (up to float rounding)
+        if n == 2:  # two seeds tying on a discrete metric (accuracy in steps of 1/images) is chance:
+            return Interval(2, mean, 0.0, math.nan, math.nan, math.nan)  # no spread, so no interval
+        return Interval(n, mean, 0.0, mean, mean, 1.0 if mean == 0 else 0.0)
     se = sd / math.sqrt(n)
-    if se == 0.0:  # every seed gave the same difference: the interval is that point
-        return Interval(n, mean, sd, mean, mean, 1.0 if mean == 0 else 0.0)
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=se)
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return Interval(n, mean, sd, float(low), float(high), p)
@@ -46,7 +48,7 @@ def seeds_needed(mean: float, sd: float, confidence: float = 0.95) -> int | None
     if not (np.isfinite(mean) and np.isfinite(sd)) or mean == 0:
         return None
     if sd == 0:
-        return 2
+        return 3  # two equal differences give no interval (paired_interval)
     for n in range(2, MAX_SEEDS + 1):
         if stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) < abs(mean):
             return n
