@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup data demo test test-fast report clean
+.PHONY: setup data demo test test-fast report clean gpu-wheels
 
 $(BIN)/alexlab-train: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,16 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow" tests
+
+# What the device machine's image lacks (it has torch, Lightning, torchmetrics, torchvision), as
+# wheels of the versions installed here, to carry there: scripts/gpu_checks.sh installs them offline.
+GPU_WHEELS := hydra-core omegaconf antlr4-python3-runtime hydra-submitit-launcher submitit cloudpickle \
+	rich markdown-it-py mdurl pygments
+gpu-wheels: $(BIN)/alexlab-train
+	rm -rf .whl
+	$(BIN)/pip freeze | grep -i -E "^($$(echo $(GPU_WHEELS) | tr ' ' '|'))==" > .gpu-wheels.txt
+	$(BIN)/pip wheel -q --no-deps -w .whl -r .gpu-wheels.txt
+	rm .gpu-wheels.txt
 
 clean:
 	rm -rf runs multirun outputs
