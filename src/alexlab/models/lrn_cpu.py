@@ -128,6 +128,11 @@ def _compile(cc: str, runtime: str | None, path: Path) -> None:
                     error = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
                     break
             else:
+                try:  # e.g. clang's OpenMP calls linked against torch's libgomp: links, then fails to load
+                    ctypes.CDLL(str(tmp))
+                except OSError as err:
+                    error = str(err)
+                    continue
                 os.replace(tmp, path)
                 return
     finally:
