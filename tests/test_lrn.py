@@ -141,3 +141,14 @@ def test_a_corrupt_cached_library_is_rebuilt(fresh_kernel, tmp_path):
     assert lrn_cpu.library() is not None
     assert (tmp_path / "second" / name).stat().st_size > 1000
     assert [p.name for p in (tmp_path / "second").iterdir()] == [name]  # no temporary files left
+
+
+@needs_cc
+def test_without_a_usable_openmp_runtime_it_builds_the_one_thread_kernel(fresh_kernel, tmp_path):
+    fresh_kernel.setenv("ALEXLAB_CACHE_DIR", str(tmp_path))
+    fresh_kernel.setattr(lrn_cpu, "openmp_runtime", lambda: str(tmp_path / "missing" / "libgomp.so.1"))
+    assert lrn_cpu.library() is not None
+    a, g = torch.randn(3, 16, 5, 5) * 10, torch.randn(3, 16, 5, 5)
+    fused = lrn_and_grad(a, g)
+    with lrn_cpu.disabled():
+        torch.testing.assert_close(fused, lrn_and_grad(a, g), rtol=1e-5, atol=1e-6)
