@@ -2,6 +2,7 @@
 background, divergence guard."""
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
@@ -38,12 +39,15 @@ log = logging.getLogger(__name__)
 
 
 def snapshot(obj):
-    """A copy of a checkpoint in which every tensor is a CPU copy taken now (containers rebuilt,
+    """A copy of a checkpoint in which every tensor is a CPU copy taken now (containers copied,
     other objects shared): training may change the live tensors as soon as this returns."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
-    if type(obj) is dict:
-        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # state_dict() is an OrderedDict with a _metadata attribute: keep both
+        out = copy.copy(obj)
+        for key, value in obj.items():
+            out[key] = snapshot(value)
+        return out
     if type(obj) in (list, tuple):
         return type(obj)(snapshot(v) for v in obj)
     return obj

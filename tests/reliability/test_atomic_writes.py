@@ -90,19 +90,39 @@ def test_a_damaged_checkpoint_at_resume_names_the_file_and_the_flag_and_never_st
     assert summary["status"] == "completed" and summary["resumed_from"] is None and summary["epochs"] == 2
 
 
-def test_a_checkpoint_written_in_the_background_holds_the_state_of_its_epoch(tmp_path):
-    """save_checkpoint returns before the file is written; training changing the weights in place
-    right after must not reach the file, and a later save replaces it whole."""
+def test_a_checkpoint_written_in_the_background_holds_the_state_of_its_epoch(tmp_path, monkeypatch):
+    """save_checkpoint returns before the file is written; training changing the weights and the
+    momentum in place right after must not reach the file, and a later save replaces it whole."""
+    import threading
+
+    from pytorch_lightning.plugins import TorchCheckpointIO
+
     from alexlab.callbacks import BackgroundCheckpointIO
 
+    gate, write = threading.Event(), TorchCheckpointIO.save_checkpoint
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint",  # the writer starts only after training moved on
+                        lambda self, *args, **kwargs: gate.wait(30) and write(self, *args, **kwargs))
+
+    net = torch.nn.Linear(1000, 1000)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.ones(1, 1000)).sum().backward()
+    opt.step()  # momentum buffers exist
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    momentum = [opt.state[p]["momentum_buffer"].clone() for p in net.parameters()]
     io_, path = BackgroundCheckpointIO(), tmp_path / "last.ckpt"
-    weights = torch.zeros(1_000_000)
-    io_.save_checkpoint({"state_dict": {"w": weights}, "epoch": 0, "nested": [weights, (weights,)]}, path)
-    weights.add_(1)  # the next epoch trains
+    io_.save_checkpoint({"state_dict": net.state_dict(), "optimizer_states": [opt.state_dict()], "epoch": 0}, path)
+    for _ in range(3):  # the next epoch trains
+        opt.step()
+        with torch.no_grad():
+            net.weight.add_(1)
+    gate.set()
     io_.wait()
     saved = torch.load(path)
-    assert saved["epoch"] == 0 and saved["state_dict"]["w"].sum() == 0 and saved["nested"][1][0].sum() == 0
-    io_.save_checkpoint({"state_dict": {"w": weights}, "epoch": 1}, path)
+    assert saved["epoch"] == 0 and all(torch.equal(saved["state_dict"][k], v) for k, v in before.items())
+    assert all(torch.equal(saved["optimizer_states"][0]["state"][i]["momentum_buffer"], m)
+               for i, m in enumerate(momentum))
+    assert hasattr(saved["state_dict"], "_metadata")  # load_state_dict's version information kept
+    io_.save_checkpoint({"state_dict": net.state_dict(), "epoch": 1}, path)
     io_.teardown()
     assert torch.load(path)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
