@@ -230,8 +230,8 @@ def judge(effects: pd.DataFrame, confidence: float, alpha: float) -> pd.DataFram
                           "ablation_best_epoch": mean_of(effects, e.group, claim.ablation, "ablation_mean")}
             rows.append({**base, "group": e.group, "n": e.n, "pairs": e.pairs, "paper_mean": e.paper_mean,
                          "ablation_mean": e.ablation_mean, "effect": e.effect, "low": e.low, "high": e.high,
-                         "p": e.p, "bound": e.bound, "verdict": v, "seeds_needed": e.seeds_needed if v == "inconclusive" else None,
-                         "note": e.note, **beside})
+                         "p": e.p, "bound": e.bound, "verdict": v,
+                         "seeds_needed": e.seeds_needed if v == "inconclusive" else None, "note": e.note, **beside})
     claims = pd.DataFrame(rows)
     claims["p_holm"] = holm(claims["p"]) if "p" in claims else np.nan
     tested = claims["p_holm"].notna()
