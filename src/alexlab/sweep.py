@@ -128,9 +128,13 @@ def _unlock(f) -> None:
 
 
 # ---------------------------------------------------------------------------------------- one trial
-def finished_before(run_dir: Path) -> dict | None:
-    """The summary of a trial that needs no rerun: completed, or diverged (a result, not a fault)."""
-    from .train import COMPLETED
+def finished_before(run_dir: Path, cfg=None) -> dict | None:
+    """The summary of a trial that needs no rerun: completed, or diverged (a result, not a fault),
+    with the settings of `cfg` (when given; otherwise it runs, and train.run names what changed)."""
+    from .train import COMPLETED, changed_settings
+
+    if cfg is not None and changed_settings(run_dir, cfg):
+        return None
 
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
@@ -163,7 +167,7 @@ def run_trial(cfg, run: Callable) -> dict:
     where = {"run_dir": str(run_dir), "host": socket.gethostname(), "pid": os.getpid(),
              "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
-    done = None if cfg.trainer.fresh else finished_before(run_dir)
+    done = None if cfg.trainer.fresh else finished_before(run_dir, cfg)
     if done is not None:
         print(f"alexlab: {key}: {done['status']} earlier; skipped (trainer.fresh=true reruns it)")
         ledger.update(key, state=done["status"], skipped=True, error=done.get("error"), **where)

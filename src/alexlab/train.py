@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import validate
 from .errors import AlexlabError, CheckpointError, DivergedError
@@ -63,6 +63,53 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         return Path(cfg.paths.run_dir)
     from hydra.core.hydra_config import HydraConfig
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+# Settings a rerun may change without changing what a run computes: where it runs and writes, how
+# fast, how it is shown (the folder name leaves the same keys out: conf/config.yaml).
+RERUN_MAY_CHANGE = ("hydra", "paths", "logger", "launcher", "sweep_name", "data.root", "data.download",
+                    "data.num_workers", "data.on_device", "model.compile", "model.channels_last", "trainer.threads",
+                    "trainer.progress_bar", "trainer.fresh", "trainer.accelerator", "trainer.devices",
+                    "trainer.benchmark")
+
+
+_UNKNOWN = object()
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
+    """'key: before -> now' for every setting that differs between the config a run folder was
+    trained with (its config.yaml) and `cfg`. Keys only one side knows (a newer schema) are not
+    compared; an unreadable config.yaml compares as unchanged (the checkpoint check speaks then).
+    Only the compared keys of `cfg` are resolved (its hydra node needs a live Hydra to resolve)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        before = _flat(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    except Exception:
+        return []
+    changes = []
+    for key in sorted(before):
+        if any(key == k or key.startswith(k + ".") for k in RERUN_MAY_CHANGE):
+            continue
+        try:
+            now = OmegaConf.select(cfg, key, default=_UNKNOWN)
+        except Exception:  # an interpolation that cannot resolve here
+            continue
+        if isinstance(now, (DictConfig, ListConfig)):
+            now = OmegaConf.to_container(now, resolve=True)
+        if now is not _UNKNOWN and now != before[key]:
+            changes.append(f"{key}: {before[key]!r} -> {now!r}")
+    return changes
 
 
 def check_checkpoint(path: Path) -> None:
@@ -134,6 +181,11 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
         check_launch(cfg)
     run_dir = resolve_run_dir(cfg)
     summary_path = run_dir / "summary.json"
+    changes = [] if cfg.trainer.fresh else changed_settings(run_dir, cfg)
+    if changes:  # skipping or resuming would pass off the old settings' run as this one
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise AlexlabError(f"{run_dir} was trained with other settings ({shown}); rerun with trainer.fresh=true "
+                           "to train it again with these, or keep both by giving this one another name=")
     if (run_dir / COMPLETED).is_file() and not cfg.trainer.fresh:
         print(f"alexlab: {run_dir} is already complete; skipping (trainer.fresh=true retrains it)")
         return json.loads(summary_path.read_text())

@@ -142,7 +142,7 @@ class AlexlabLauncher(Launcher):
         results: list[Optional[JobReturn]] = [None] * len(trials)
         waiting: deque = deque()
         for pos, trial in enumerate(trials):
-            done = None if cfg.trainer.fresh else finished_before(trial.run_dir)
+            done = None if cfg.trainer.fresh else finished_before(trial.run_dir, trial.config)
             if done is not None:  # no process (and no torch import) just to skip it
                 log.info(f"\t#{trial.idx} {trial.key}: {done['status']} earlier; skipped")
                 ledger.update(trial.key, state=done["status"], skipped=True, error=done.get("error"))
