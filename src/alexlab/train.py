@@ -89,6 +89,8 @@ def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
     """'key: before -> now' for every setting that differs between the config a run folder was
     trained with (its config.yaml) and `cfg`. Keys only one side knows (a newer schema) are not
     compared; an unreadable config.yaml compares as unchanged (the checkpoint check speaks then).
+    A larger trainer.max_epochs is not a change for an unfinished run: resuming it trains on to
+    the new end (a finished run is not extended: that would need trainer.fresh=true).
     Only the compared keys of `cfg` are resolved (its hydra node needs a live Hydra to resolve)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
@@ -107,6 +109,9 @@ def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
             continue
         if isinstance(now, (DictConfig, ListConfig)):
             now = OmegaConf.to_container(now, resolve=True)
+        if (key == "trainer.max_epochs" and now is not _UNKNOWN and not (Path(run_dir) / COMPLETED).is_file()
+                and now >= before[key]):
+            continue
         if now is not _UNKNOWN and now != before[key]:
             changes.append(f"{key}: {before[key]!r} -> {now!r}")
     return changes

@@ -37,6 +37,11 @@ def test_a_finished_run_with_other_settings_is_named_not_skipped(tmp_path):
     assert "lr: 0.02" in (run_dir / "config.yaml").read_text()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
+    # more epochs than a finished run had: not extended in place (an unfinished one is: tests/test_wandb.py)
+    edit_stored_config(run_dir, "max_epochs: 2", "max_epochs: 1")
+    code, _, err = cli(TINY, tmp_path)
+    assert code == 2 and "trainer.max_epochs: 1 -> 2" in one_error_line(err)
+
 
 def test_a_sweep_reruns_only_the_trial_whose_settings_changed_and_names_it(tmp_path):
     sweep = [*TINY, "seed=0,1"]
