@@ -107,12 +107,13 @@ def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
             now = OmegaConf.select(cfg, key, default=_UNKNOWN)
         except Exception:  # an interpolation that cannot resolve here
             continue
+        if now is _UNKNOWN:
+            continue
         if isinstance(now, (DictConfig, ListConfig)):
             now = OmegaConf.to_container(now, resolve=True)
-        if (key == "trainer.max_epochs" and now is not _UNKNOWN and not (Path(run_dir) / COMPLETED).is_file()
-                and now >= before[key]):
+        if key == "trainer.max_epochs" and now >= before[key] and not (Path(run_dir) / COMPLETED).is_file():
             continue
-        if now is not _UNKNOWN and now != before[key]:
+        if now != before[key]:
             changes.append(f"{key}: {before[key]!r} -> {now!r}")
     return changes
 
