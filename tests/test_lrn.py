@@ -49,6 +49,7 @@ def test_gradient_matches_the_formula():
 
 # --- the fused CPU kernel (lrn_cpu.c), used for float32 CPU tensors when a C compiler exists ---
 
+from alexlab.errors import AlexlabError  # noqa: E402
 from alexlab.models import lrn_cpu  # noqa: E402
 
 needs_cc = pytest.mark.skipif(not (os.environ.get("CC") or shutil.which("cc")), reason="no C compiler here")
@@ -120,6 +121,11 @@ def test_pytorch_path_when_turned_off_or_without_a_compiler(fresh_kernel, tmp_pa
     fresh_kernel.setenv("ALEXLAB_LRN_KERNEL", "torch")
     assert lrn_cpu.library() is None and not lrn_cpu.usable(a)
     torch.testing.assert_close(LocalResponseNorm()(a), reference)
+
+    lrn_cpu.library.cache_clear()
+    fresh_kernel.setenv("ALEXLAB_LRN_KERNEL", "off")  # not a value: named, with the valid ones
+    with pytest.raises(AlexlabError, match="ALEXLAB_LRN_KERNEL='off' is not valid; use auto .* or torch"):
+        LocalResponseNorm()(a)
 
     lrn_cpu.library.cache_clear()
     fresh_kernel.setenv("ALEXLAB_LRN_KERNEL", "auto")

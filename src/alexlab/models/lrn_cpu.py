@@ -77,7 +77,9 @@ def library() -> ctypes.CDLL | None:
     """The loaded kernel, or None (and one warning saying why) when it cannot be built here."""
     choice = os.environ.get(ENV, "auto")
     if choice not in ("auto", "torch"):
-        log.warning("%s=%r is not one of auto, torch; using auto", ENV, choice)
+        from ..errors import AlexlabError
+        raise AlexlabError(f"{ENV}={choice!r} is not valid; use auto (build the fused CPU LRN if a C compiler "
+                           "exists) or torch (never)")
     if choice == "torch":
         return None
     try:
