@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import validate
 from .errors import AlexlabError, CheckpointError, DivergedError
+from .settings import RESULT_NEUTRAL as RERUN_MAY_CHANGE, flatten, ignored
 
 COMPLETED = "COMPLETED"  # marker file: the run finished and summary.json is final
 PACKAGES = ("alexlab", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core", "wandb")
@@ -65,24 +66,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-# Settings a rerun may change without changing what a run computes: where it runs and writes, how
-# fast, how it is shown (the folder name leaves the same keys out: conf/config.yaml).
-RERUN_MAY_CHANGE = ("hydra", "paths", "logger", "launcher", "sweep_name", "data.root", "data.download",
-                    "data.num_workers", "data.on_device", "model.compile", "model.channels_last", "trainer.threads",
-                    "trainer.progress_bar", "trainer.fresh", "trainer.accelerator", "trainer.devices",
-                    "trainer.benchmark")
-
-
 _UNKNOWN = object()
-
-
-def _flat(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out = {}
-    for key, value in node.items():
-        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-    return out
 
 
 def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
@@ -96,12 +80,12 @@ def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
     if not path.is_file():
         return []
     try:
-        before = _flat(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+        before = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
     except Exception:
         return []
     changes = []
     for key in sorted(before):
-        if any(key == k or key.startswith(k + ".") for k in RERUN_MAY_CHANGE):
+        if ignored(key, RERUN_MAY_CHANGE):
             continue
         try:
             now = OmegaConf.select(cfg, key, default=_UNKNOWN)
