@@ -1,9 +1,15 @@
 """Every conf/ file composes and validates; bad overrides fail in one line naming the key."""
 import pytest
+import yaml
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from alexlab.config import ConfigError, validate
+from alexlab.settings import flatten
 from conftest import CONF, compose_cfg, run_cli
+from hydra_plugins.alexlab_launcher.launcher import REFERENCE_ARM, settings_of, unchanged_arm
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "sweep")
 
@@ -19,6 +25,8 @@ def test_every_config_file_composes_and_validates(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if option == "imagefolder" or (group == "experiment" and option == "imagenet_paper"):
         overrides.append("data.root=/nonexistent")  # required key; composing does not touch the data
+    if (group, option) == ("ablation", "one_column"):
+        overrides.append("model.groups=2")  # it replaces two columns: refused on a one-column preset
     cfg = compose_cfg(overrides, tmp_path)
     OmegaConf.resolve(cfg)
     validate(cfg)
@@ -31,20 +39,69 @@ def test_defaults_are_the_paper_settings(tmp_path):
     assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 0.0005)
 
 
-@pytest.mark.parametrize("ablation,key,value", [("tanh", "model.activation", "tanh"), ("no_lrn", "model.lrn", False),
-                                                ("no_overlap", "model.pooling", "non_overlapping"),
-                                                ("no_dropout", "model.dropout", 0.0), ("no_augment", "data.augment", "none")])
-@pytest.mark.parametrize("experiment", ["fmnist_quick", "cifar10"])
-def test_each_ablation_changes_exactly_one_toggle(ablation, key, value, experiment, tmp_path):
-    paper = OmegaConf.to_container(compose_cfg([f"experiment={experiment}"], tmp_path), resolve=True)
-    ablated = OmegaConf.to_container(compose_cfg([f"experiment={experiment}", f"ablation={ablation}"], tmp_path), resolve=True)
+def yaml_settings(path) -> dict:
+    """{flattened key: value} a config file sets (its `defaults` list left out)."""
+    content = yaml.safe_load(path.read_text()) or {}
+    return flatten({k: v for k, v in content.items() if k != "defaults"})
 
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
 
-    diff = {k: v for k, v in flat(ablated) if dict(flat(paper)).get(k) != v}
-    assert diff == {key: value, "ablation_name": ablation}
+ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml") if p.stem != REFERENCE_ARM)
+PRESETS = ([[]] + [[f"{group}={p.stem}"] for group in ("experiment", "model") for p in sorted((CONF / group).glob("*.yaml"))]
+           + [[f"sweep={p.stem}"] for p in sorted((CONF / "sweep").glob("*.yaml"))
+              if "defaults" in (yaml.safe_load(p.read_text()) or {})])  # sweep files that choose their own model/data
+
+
+class Composer:
+    """Hydra's own config loader (the one the launcher is given), with the master config and the
+    ablation=paper arm of each preset composed once."""
+
+    def __init__(self):
+        self.loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+        self.masters, self.papers = {}, {}
+
+    def master(self, preset: list):
+        if tuple(preset) not in self.masters:
+            self.masters[tuple(preset)] = self.loader.load_configuration("config", preset, RunMode.MULTIRUN)
+        return self.masters[tuple(preset)]
+
+    def arm(self, preset: list, ablation: str):
+        if ablation == REFERENCE_ARM and tuple(preset) in self.papers:
+            return self.papers[tuple(preset)]
+        cfg = self.loader.load_sweep_config(self.master(preset), preset + [f"ablation={ablation}"])
+        if ablation == REFERENCE_ARM:
+            self.papers[tuple(preset)] = cfg
+        return cfg
+
+
+@pytest.fixture(scope="module")
+def composer():
+    return Composer()
+
+
+def test_the_ablation_list_has_the_paper_tricks_and_every_file_is_global():
+    assert {"tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment", "no_pca", "one_column"} <= set(ABLATIONS)
+    for name in ABLATIONS + [REFERENCE_ARM]:
+        text = (CONF / "ablation" / f"{name}.yaml").read_text()
+        assert text.startswith("# @package _global_") and yaml.safe_load(text)["ablation_name"] == name
+    assert ["sweep=relu_vs_tanh"] in PRESETS
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p[0] if p else "default")
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_each_ablation_changes_exactly_its_own_keys_or_the_launch_refuses_it(ablation, preset, composer):
+    """Against ablation=paper on the same preset, an arm changes exactly what its file sets
+    (ablation_name aside); an arm that changes nothing there is refused when a sweep is launched."""
+    arm, paper = composer.arm(preset, ablation), composer.arm(preset, REFERENCE_ARM)
+    arm_flat, paper_flat = flatten(settings_of(arm)), flatten(settings_of(paper))
+    assert set(arm_flat) == set(paper_flat)
+    changed = {k: v for k, v in arm_flat.items() if paper_flat[k] != v and k != "ablation_name"}
+    sets = {k: v for k, v in yaml_settings(CONF / "ablation" / f"{ablation}.yaml").items() if k != "ablation_name"}
+    refusal = unchanged_arm(composer.loader, composer.master(preset), preset + [f"ablation={ablation}"], arm)
+    if changed:
+        assert changed == sets and refusal is None
+    else:
+        assert refusal.startswith(f"ablation={ablation} changes nothing in this preset (name={arm.name}")
+        assert all(key in refusal for key in sets) and refusal.endswith("leave the arm out of the sweep")
 
 
 BAD = [
@@ -61,6 +118,7 @@ BAD = [
     ("optim.schedule=linear", "optim.schedule", "plateau"),
     ("trainer.precision=fp8", "trainer.precision", "bf16-mixed"),
     ("model.name=vgg", "model.name", "alexnet_small"),
+    ("model.one_column=true", "model.one_column", "it needs model.groups=2 (experiment=imagenet_paper has it)"),
 ]
 
 

@@ -1,4 +1,5 @@
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -70,8 +71,7 @@ def test_paper_initialisation():
     model = build_model({"name": "alexnet", "groups": 2, "init": "paper", "bias_init": 1.0}, 1000, 3, 227)
     convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
     fcs = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
-    assert [float(c.bias.mean()) for c in convs] == [0.0, 1.0, 0.0, 1.0, 1.0]
-    assert [float(f.bias.mean()) for f in fcs] == [1.0, 1.0, 0.0]
+    assert biases(model)["conv2"] == {1.0}  # which layers: test_paper_bias_goes_to_conv2_conv4_conv5_...
     w = torch.cat([m.weight.flatten() for m in convs + fcs])
     assert abs(float(w.std()) - 0.01) < 5e-4 and abs(float(w.mean())) < 1e-4
     caffe = build_model({"name": "alexnet", "groups": 2, "bias_init": 0.1, "width": 0.0625}, 10, 3, 227)
@@ -118,3 +118,70 @@ def test_kaiming_init_keeps_the_signal_alive_where_pytorch_default_starves_it():
     assert float(feats(default).std()) < 0.05 * float(feats(he).std())
     last = he.classifier[-1]
     assert abs(float(last.weight.std()) - 0.01) < 2e-3 and float(last.bias.abs().sum()) == 0
+
+
+def biases(model) -> dict:
+    """{layer: the set of its bias values}, layers named as in the paper (conv1.., fc6..)."""
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    fcs = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    names = [f"conv{i + 1}" for i in range(len(convs))] + [f"fc{len(convs) + i + 1}" for i in range(len(fcs))]
+    return {name: set(m.bias.tolist()) for name, m in zip(names, convs + fcs)}
+
+
+@pytest.mark.parametrize("name,size", [("alexnet", 227), ("alexnet_small", 32)])
+@pytest.mark.parametrize("one_column", [False, True])
+def test_paper_bias_goes_to_conv2_conv4_conv5_and_the_hidden_fc_layers(name, size, one_column):
+    groups = 1 if one_column else 2
+    model = build_model({"name": name, "groups": groups, "one_column": one_column, "width": 0.0625,
+                         "init": "paper", "bias_init": 0.5}, 10, 3, size)
+    assert biases(model) == {"conv1": {0.0}, "conv2": {0.5}, "conv3": {0.0}, "conv4": {0.5}, "conv5": {0.5},
+                             "fc6": {0.5}, "fc7": {0.5}, "fc8": {0.0}}
+
+
+def test_convnet4_under_the_paper_init_has_every_bias_zero():
+    # cuda-convnet's layers-18pct initialises every bias at 0; bias 1 by layer index gave its conv2 1.0
+    model = build_model({"name": "convnet4", "init": "paper", "bias_init": 1.0}, 10, 3, 32)
+    assert biases(model) == {"conv1": {0.0}, "conv2": {0.0}, "conv3": {0.0}, "fc4": {0.0}}
+
+
+def test_a_variant_naming_a_layer_it_lacks_for_the_paper_bias_is_refused():
+    with pytest.raises(ValueError, match="paper_bias names conv6, which it does not have"):
+        register_variant("alexnet_typo", replace(VARIANTS["alexnet"], paper_bias=("conv2", "conv6")))
+    assert "alexnet_typo" not in VARIANTS
+
+
+def conv_parameters(out, inp, kernel, groups=1):
+    return out * (inp // groups) * kernel * kernel + out
+
+
+def fc_parameters(out, inp):
+    return out * inp + out
+
+
+def test_the_one_column_net_at_227_px_and_1000_classes_has_59_798_312_parameters():
+    # Section 3.2 and its footnote: one column with half the kernels in conv1-conv4; conv5 (256) and
+    # the FC layers keep the two-column sizes. Counted by hand, layer by layer:
+    expected = (conv_parameters(48, 3, 11) + conv_parameters(128, 48, 5) + conv_parameters(192, 128, 3)
+                + conv_parameters(192, 192, 3) + conv_parameters(256, 192, 3)
+                + fc_parameters(4096, 256 * 6 * 6) + fc_parameters(4096, 4096) + fc_parameters(1000, 4096))
+    assert expected == 59_798_312
+    model = build_model({"name": "alexnet", "groups": 2, "one_column": True}, 1000, 3, 227)
+    assert count_parameters(model) == expected
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.groups) for c in convs] == [(48, 1), (128, 1), (192, 1), (192, 1), (256, 1)]
+    assert model.num_features == 9216 and model(torch.zeros(1, 3, 227, 227)).shape == (1, 1000)
+
+
+def test_the_one_column_net_halves_the_kernels_at_any_width_and_trains():
+    torch.manual_seed(0)
+    two = tiny_model("alexnet_small", groups=2, in_channels=3, image_size=32)
+    one = tiny_model("alexnet_small", groups=2, one_column=True, in_channels=3, image_size=32)
+    widths = lambda m: [c.out_channels for c in m.features if isinstance(c, torch.nn.Conv2d)]
+    assert widths(one) == [w // 2 for w in widths(two)[:4]] + widths(two)[4:]
+    F.cross_entropy(one(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in one.parameters())
+
+
+def test_one_column_on_a_variant_without_columns_is_refused():
+    with pytest.raises(ValueError, match="one_column replaces a variant's two columns, and this one has none"):
+        build_model({"name": "convnet4", "one_column": True}, 10, 3, 32)

@@ -1,6 +1,7 @@
 """Sweeps: every job of every sweep file composes and validates; the GPU pool's assignment rule;
 the ledger; real multiruns (a 2-process CPU pool; a failing, a diverging and a killed trial, then
-a rerun; out-of-memory retries; DDP refused; submitit's local executor)."""
+a rerun; out-of-memory retries; DDP refused; an ablation arm that changes nothing refused;
+submitit's local executor)."""
 import json
 import os
 import shlex
@@ -13,14 +14,20 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra._internal.callbacks import Callbacks
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf
 
 from alexlab.config import job_name, validate
+from alexlab.errors import ConfigError
 from alexlab.sweep import DevicePool, Ledger, finished_before, short_names
 from conftest import CONF, REPO, TINY
+from hydra_plugins.alexlab_launcher.launcher import prepare_trials
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 PAPER_SWEEPS = {"one_at_a_time": 18, "factorial": 96, "relu_vs_tanh": 8, "dropout": 12, "pooling": 6, "lrn": 6,
@@ -346,6 +353,58 @@ def test_an_invalid_value_in_one_arm_refuses_the_sweep_before_any_trial_starts(t
     assert line.startswith("alexlab: error: trial ") and "model.dropout=1.5 is out of range" in line
     assert not list((tmp_path / "multirun").rglob("summary.json"))  # nothing trained, no trial folder
     assert not [p for p in (tmp_path / "multirun" / "adhoc" / "default").iterdir() if p.is_dir()]
+
+
+def run_in_process(args, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
+    """`alexlab-train -m <args>` in this process (faster than a subprocess; what a user sees on stderr)."""
+    from alexlab import train
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["alexlab-train", "-m", *args, f"paths.multirun={tmp_path / 'multirun'}",
+                                      f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}"])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            train.main()
+    finally:
+        GlobalHydra.instance().clear()
+    return exit_.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,trial,preset", [
+    (["model=convnet4", "ablation=paper,no_dropout"], "ablation=no_dropout,",
+     "ablation=no_dropout changes nothing in this preset (name=default, model=convnet4, data=synthetic: "
+     "model.dropout is already 0.0); leave the arm out of the sweep"),
+    (["sweep=relu_vs_tanh", "ablation=no_lrn"], "ablation=no_lrn,model.activation=relu,optim.lr=0.003,seed=0",
+     "ablation=no_lrn changes nothing in this preset (name=cifar10_convnet4, sweep=relu_vs_tanh, model=convnet4, "
+     "data=cifar10: model.lrn is already false); leave the arm out of the sweep"),
+], ids=["convnet4_no_dropout", "relu_vs_tanh_no_lrn"])
+def test_an_ablation_arm_that_changes_nothing_in_its_preset_refuses_the_sweep_before_any_trial(
+        args, trial, preset, tmp_path, monkeypatch, capsys):
+    # relu_vs_tanh brings its own model and data; CIFAR-10 is never read (were a trial to start, it would fail fast)
+    tiny = ["data.download=false", f"data.root={tmp_path / 'no_cifar'}"] if args[0].startswith("sweep=") else SWEEP_TINY
+    code, err = run_in_process([*tiny, *args], tmp_path, monkeypatch, capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"alexlab: error: trial {trial}") and line.endswith(f": {preset}; no trial was started")
+    assert not list((tmp_path / "multirun").rglob("summary.json")) and not list(tmp_path.rglob("COMPLETED"))
+    sweep_dirs = [p.parent for p in (tmp_path / "multirun").rglob("multirun.yaml")]
+    assert sweep_dirs and not [p for d in sweep_dirs for p in d.iterdir() if p.is_dir()]  # no trial folder
+
+
+def test_the_launch_check_passes_arms_that_change_their_preset_and_refuses_one_that_does_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [*SWEEP_TINY, "model=convnet4", f"paths.multirun={tmp_path / 'multirun'}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        config = loader.load_configuration("config", args + ["ablation=paper,no_lrn,no_dropout"], RunMode.MULTIRUN)
+        HydraConfig.instance().set_config(config)
+        context = HydraContext(config_loader=loader, callbacks=Callbacks())
+        trials = prepare_trials(context, config, [args + ["ablation=paper"], args + ["ablation=no_lrn"]], 0)
+        assert [t.config.ablation_name for t in trials] == ["paper", "no_lrn"]
+        with pytest.raises(ConfigError, match=r"ablation=no_dropout changes nothing in this preset"):
+            prepare_trials(context, config, [args + ["ablation=paper"], args + ["ablation=no_dropout"]], 0)
 
 
 @pytest.mark.slow

@@ -26,9 +26,12 @@ class ModelConfig:
     lrn: bool = True               # local response normalisation after conv1, conv2 (paper: on, 3.3)
     dropout: float = 0.5           # drop probability on fc6/fc7 inputs, in [0, 1) (paper: 0.5, 4.2)
     groups: int = 1                # 1, or 2 = the paper's two-GPU columns on conv2/4/5
+    one_column: bool = False       # the paper's one-column comparison net (3.2 + footnote): no split, half the
+                                   # kernels in conv1-conv4, conv5 and FC unchanged; needs groups=2 (paper: false)
     width: float = 1.0             # channel/unit multiplier, > 0 (small variants use 0.125-1)
     init: str = "paper"            # paper: N(0, 0.01) weights | kaiming: He-normal | default: PyTorch's init
-    bias_init: float = 1.0         # bias of conv2/4/5 and hidden FC under init=paper (paper 1.0, Caffe 0.1)
+    bias_init: float = 1.0         # bias of conv2/4/5 and hidden FC under init=paper, by role: the Variant's
+                                   # paper_bias (convnet4: none) (paper 1.0, Caffe 0.1)
     lrn_size: int = 5              # n, channels in the window (paper 5)
     lrn_alpha: float = 1e-4        # alpha, not divided by n (paper 1e-4)
     lrn_beta: float = 0.75         # beta (paper 0.75)
@@ -247,6 +250,9 @@ def validate(cfg) -> None:
         raise ConfigError(f"model.name={cfg.model.name!r} is not valid; choose one of: {', '.join(list_variants())}")
     if cfg.model.groups == 2 and cfg.model.name == "convnet4":
         raise ConfigError("model.groups=2 is not valid for model.name='convnet4'; it has no split columns (use 1)")
+    if cfg.model.one_column and cfg.model.groups != 2:
+        raise ConfigError("model.one_column=true replaces the paper's two columns: it needs model.groups=2 "
+                          "(experiment=imagenet_paper has it)")
     if not valid_devices(cfg.trainer.devices, cfg.trainer.accelerator):
         raise ConfigError(f"trainer.devices={cfg.trainer.devices!r} is not valid; give a count (1, 2, ...), -1 or auto "
                           "for every device, or GPU indices ([0, 1] or '0,1')")

@@ -23,8 +23,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
+from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from alexlab.settings import RESULT_NEUTRAL, differences, flatten  # plain Python: no torch at discovery
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ class Trial:
 
 def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
                    initial_job_idx: int, extra: Sequence[str] = ()) -> list[Trial]:
-    """Compose every trial's config once, refuse the sweep if any is invalid (one line, before
-    anything runs), and register them all in the ledger as waiting."""
+    """Compose every trial's config once, refuse the sweep if any is invalid or is an ablation arm
+    that changes nothing in its preset (one line, before anything runs), and register them all in
+    the ledger as waiting."""
     from alexlab.config import validate
     from alexlab.errors import ConfigError
     from alexlab.sweep import Ledger, check_launch
@@ -69,6 +72,7 @@ def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_override
             try:
                 validate(sweep_config)
                 check_launch(sweep_config)
+                problem = unchanged_arm(hydra_context.config_loader, config, overrides, sweep_config)
             except ConfigError as err:
                 problem = str(err)
             if problem:  # raised outside the except block: the CLI prints this line, not its context
@@ -81,6 +85,73 @@ def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_override
     Ledger(sweep_dir).register({t.key: {"overrides": filter_overrides(t.overrides), "run_dir": str(t.run_dir)}
                                 for t in trials})
     return trials
+
+
+REFERENCE_ARM = "paper"  # the arm every other ablation arm is compared with (conf/ablation/paper.yaml)
+ARM_GROUP = "ablation"
+PRESET_GROUPS = ("experiment", "sweep", "model", "data", "optim", "eval", "trainer")  # named when not the default
+
+
+def unchanged_arm(config_loader: Any, config: DictConfig, overrides: Sequence[str], trial: DictConfig) -> Optional[str]:
+    """The refusal, in one line, when the trial's ablation arm composes to the very settings of
+    ablation=paper with the same overrides (the preset already has what the arm sets: comparing
+    the two would measure nothing); None otherwise. The arm is the trial's `ablation` choice, not
+    `ablation_name`, which sweep files set as well."""
+    arm = OmegaConf.select(trial, f"hydra.runtime.choices.{ARM_GROUP}")
+    if arm in (None, REFERENCE_ARM):
+        return None
+    reference = config_loader.load_sweep_config(config, with_arm(overrides, REFERENCE_ARM))
+    if differences(settings_of(trial), settings_of(reference), ignore=RESULT_NEUTRAL + ("ablation_name",)):
+        return None
+    sets = arm_settings(config_loader, str(arm))
+    why = "; ".join(_same_value(key, value, OmegaConf.select(reference, key)) for key, value in sets.items())
+    preset = preset_of(config_loader, config, trial, overrides, sets)
+    return (f"{ARM_GROUP}={arm} changes nothing in this preset ({preset}: {why or 'it sets nothing but ablation_name'}); "
+            "leave the arm out of the sweep")
+
+
+def with_arm(overrides: Sequence[str], arm: str) -> list:
+    """The same overrides with the ablation choice replaced by `arm`."""
+    def group(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+    return [o for o in overrides if group(o) != ARM_GROUP] + [f"{ARM_GROUP}={arm}"]
+
+
+def settings_of(cfg: DictConfig) -> dict:
+    """Everything a trial computes with, resolved; the hydra node (which needs a live Hydra) is left out."""
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) if isinstance(cfg[key], DictConfig) else cfg[key]
+            for key in cfg if key != "hydra"}
+
+
+def arm_settings(config_loader: Any, arm: str) -> dict:
+    """{flattened key: value} of what conf/ablation/<arm>.yaml sets, besides ablation_name."""
+    path = f"{ARM_GROUP}/{arm}"
+    for source in config_loader.get_sources():
+        if source.is_config(path):
+            content = OmegaConf.to_container(source.load_config(path).config, resolve=False)
+            return {k: v for k, v in flatten(content).items() if k != "ablation_name"}
+    return {}
+
+
+def preset_of(config_loader: Any, config: DictConfig, trial: DictConfig, overrides: Sequence[str], keys) -> str:
+    """'name=default, model=convnet4': the experiment name, the config-group choices that differ from
+    the root config's, and the command-line overrides of the arm's own keys."""
+    root = config_loader.load_configuration(config_name=trial.hydra.job.config_name,
+                                            overrides=list(config.hydra.overrides.hydra), run_mode=RunMode.RUN)
+    default, chosen = root.hydra.runtime.choices, trial.hydra.runtime.choices
+    parts = [f"name={trial.name}"]
+    parts += [f"{g}={chosen.get(g)}" for g in PRESET_GROUPS if chosen.get(g) != default.get(g)]
+    parts += [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in keys]
+    return ", ".join(parts)
+
+
+def _same_value(key: str, arm_value: Any, value: Any) -> str:
+    """Why `key` did not change: the preset already has the arm's value, or sets it back afterwards."""
+    shown = str(value).lower() if isinstance(value, bool) else str(value)
+    if value == arm_value:
+        return f"{key} is already {shown}"
+    return f"{key} stays {shown} (set after the ablation)"
 
 
 def returned(trial: Trial, value: Any) -> JobReturn:
