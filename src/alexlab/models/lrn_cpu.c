@@ -172,7 +172,7 @@ static inline void window_sum_unrolled(const float *padded, float *acc, int64_t 
 }
 
 static void window_sum_padded(const float *padded, float *acc, int64_t C, int64_t half) {
-    switch (half) {  /* a constant half unrolls into one vectorised pass over the channels: ~1.4x for n = 5 */
+    switch (half) {  /* a constant half unrolls into one vectorised pass over the channels (kernel 1.1-1.3x faster) */
     case 1: window_sum_unrolled(padded, acc, C, 1); return;
     case 2: window_sum_unrolled(padded, acc, C, 2); return;
     case 3: window_sum_unrolled(padded, acc, C, 3); return;
