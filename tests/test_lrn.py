@@ -103,10 +103,13 @@ def formula_and_grad(a, g, size=5, alpha=1e-4, beta=0.75, k=2.0):
     return out.detach(), a.grad
 
 
+WINDOWS = ([pytest.param(n, {}, id=f"n={n}") for n in (*range(1, 8), 9)]
+           + [pytest.param(n, dict(alpha=0.01, beta=0.5, k=1.0), id=f"n={n},a=.01,b=.5,k=1") for n in (3, 6)])
+
+
 @needs_cc
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("size, params", [pytest.param(n, {}, id=f"n={n}") for n in (*range(1, 8), 9)]
-                         + [pytest.param(n, dict(alpha=0.01, beta=0.5, k=1.0), id=f"n={n},a=.01,b=.5,k=1") for n in (3, 6)])
+@pytest.mark.parametrize("size, params", WINDOWS)
 @pytest.mark.parametrize("channels", [1, 3, 8, 96])  # 1 and 3: fewer channels than the window
 def test_kernel_matches_the_paper_formula(kernel_calls, layout, size, params, channels):
     """n = 3, 5, 7 take the kernel's unrolled NHWC window, the others its general one."""
@@ -197,7 +200,8 @@ def test_pytorch_path_when_turned_off_or_without_a_compiler(fresh_kernel, tmp_pa
     assert not lrn_cpu.usable(channels_last) and not lrn_cpu.usable(a.bfloat16())
     torch.testing.assert_close(LocalResponseNorm()(channels_last), reference)
     bf16 = a.bfloat16()  # the PyTorch ops in float32, rounded once
-    torch.testing.assert_close(LocalResponseNorm()(bf16).double(), lrn_by_the_formula(bf16.double()), rtol=2 ** -8, atol=0)
+    expected = lrn_by_the_formula(bf16.double())
+    torch.testing.assert_close(LocalResponseNorm()(bf16).double(), expected, rtol=2 ** -8, atol=0)
 
     lrn_cpu.library.cache_clear()
     fresh_kernel.setenv("ALEXLAB_LRN_KERNEL", "off")  # not a value: named, with the valid ones

@@ -205,7 +205,8 @@ static int nhwc_forward(const void *x, void *y, int64_t pixels, int64_t C, int64
     #pragma omp parallel num_threads(threads)
     {
         float *pad = calloc(C + 2 * half + 3 * most, sizeof(float));  /* pad, window sums, bf16 in, out */
-        float *acc = pad ? pad + C + 2 * half : NULL, *xbuf = acc ? acc + most : NULL, *ybuf = xbuf ? xbuf + most : NULL;
+        float *acc = pad ? pad + C + 2 * half : NULL, *xbuf = acc ? acc + most : NULL;
+        float *ybuf = xbuf ? xbuf + most : NULL;
         if (!pad) failed = 1;
         #pragma omp for schedule(static)
         for (int64_t s = 0; s < steps; s++) {
