@@ -4,8 +4,11 @@ inputs of alexnet_small (width 0.25, 32 px) and of the 227-px net; then LRN's sh
 training step (goal <= 15%), from the same model with and without LRN, interleaved.
 
     .venv/bin/python benchmarks/lrn.py                       # CPU, ~1 minute
+    .venv/bin/python benchmarks/lrn.py --channels-last       # CPU fast mode: NHWC inputs and models
+    .venv/bin/python benchmarks/lrn.py --channels-last --dtype bf16   # CPUs with AMX / AVX512-BF16
     .venv/bin/python benchmarks/lrn.py --device cuda --batch-227 128 --dtype bf16
-Last line: `lrn_share_small=<x> lrn_share_227=<y>` (fractions of a training step).
+On a CPU, float32 and bf16 inputs in either memory format take the fused C kernel (the check line
+says so). Last line: `lrn_share_small=<x> lrn_share_227=<y>` (fractions of a training step).
 """
 from __future__ import annotations
 
@@ -58,16 +61,25 @@ IMPLEMENTATIONS = {
 }
 
 
-def check_exact(dtype=torch.float64) -> float:
-    """Largest relative difference of alexlab's LRN (value and gradient) from the direct loop in float64.
-    float32 inputs on a CPU take the fused C kernel when it is built."""
-    ref_in = (torch.randn(3, 13, 5, 5, dtype=torch.float64) * 20).requires_grad_()
-    a = ref_in.detach().to(dtype).requires_grad_()
+def check_exact(dtype=torch.float64, memory_format=torch.contiguous_format) -> float:
+    """Largest relative difference of alexlab's LRN (value and gradient of sum(out**2)) from the direct
+    loop in float64 on the same input and output gradient (both in `dtype`); gradients relative to
+    at least eps(dtype) x the largest (smaller ones are differences of rounded terms). float32 and
+    bf16 inputs on a CPU take the fused C kernel when it is built (bf16 is computed in float32 and
+    rounded once: ~2**-8)."""
+    a = (torch.randn(3, 13, 5, 5, dtype=torch.float64) * 20).to(dtype).contiguous(memory_format=memory_format)
+    a.requires_grad_()
+    ref_in = a.detach().double().requires_grad_()
     out, ref = local_response_norm(a), lrn_formula(ref_in)
-    out.pow(2).sum().backward()
-    ref.pow(2).sum().backward()
-    rel = lambda u, v: ((u.double() - v).abs() / v.abs().clamp_min(1e-12)).max().item()  # noqa: E731
-    return max(rel(out.detach(), ref.detach()), rel(a.grad, ref_in.grad))
+    g = 2 * out.detach()  # what sum(out**2) sends back, in dtype
+    out.backward(g)
+    ref.backward(g.double())
+
+    def rel(u, v, floor):
+        return ((u.double() - v).abs() / v.abs().clamp_min(floor)).max().item()
+
+    floor = max(torch.finfo(dtype).eps * ref_in.grad.abs().max().item(), 1e-12)
+    return max(rel(out.detach(), ref.detach(), 1e-12), rel(a.grad, ref_in.grad, floor))
 
 
 def per_call(shapes: dict, device, dtype, rounds: int, cpu_clock: bool = False, channels_last: bool = False) -> dict:
@@ -155,9 +167,16 @@ def main(argv=None) -> str:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     print(header(device, f"LRN forward+backward, {args.dtype}, {args.clock} clock"
                          f"{', channels_last' if args.channels_last else ''}{', compiled step' if args.compile else ''}"))
-    print(f"check: max relative difference from the paper's direct loop (value, gradient): "
-          f"float64={check_exact():.1e} float32={check_exact(torch.float32):.1e}"
-          f"{' (fused C kernel)' if lrn_cpu.library() else ' (no C compiler: PyTorch ops)'}")
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    sample = torch.empty(2, 8, 3, 3, dtype=dtype, device=device).contiguous(memory_format=fmt)
+    mode = f"{args.dtype}{'_channels_last' if args.channels_last else ''}"
+    checks = {"float64": check_exact(), "float32": check_exact(torch.float32)}
+    if mode != "fp32" and device.type == "cpu":  # the benchmarked mode, if it is another one
+        checks[mode] = check_exact(dtype, fmt)
+    print("check: max relative difference from the paper's direct loop (value, gradient): "
+          + " ".join(f"{name}={value:.1e}" for name, value in checks.items())
+          + (f" ({mode} through the fused C kernel)" if lrn_cpu.usable(sample)
+             else f" ({mode} through the PyTorch ops{'' if lrn_cpu.library() else ', no C compiler'})"))
 
     b, B = args.batch_small, args.batch_227
     shapes = {f"small conv1 ({b},24,32,32)": (b, 24, 32, 32), f"small conv2 ({b},64,16,16)": (b, 64, 16, 16)}

@@ -11,14 +11,15 @@ out. With d = k + alpha * (window sum of a^2), p = d**-beta, b = a*p, and a symm
     dL/da[i] = g[i]*p[i] - 2*alpha*beta * a[i] * (window sum of g*a*p/d)[i]
 
 It saves only its input (which the ReLU before it keeps anyway) and recomputes d and p in the
-backward pass. Float32 CPU tensors go through a fused C kernel (lrn_cpu.c: one pass each way,
-built on first use with the system's C compiler; ALEXLAB_LRN_KERNEL=torch turns it off).
-Everything else takes the PyTorch version below, which on a CPU works through the batch in
-slices of ~0.5 MB that stay in cache (fresh pages cost more than the arithmetic here). Its
-window is summed by shifted slices (exact, unlike a cumulative sum), and d**-beta is
+backward pass. Float32 and bfloat16 CPU tensors, NCHW or channels_last, go through a fused C
+kernel (lrn_cpu.c: one pass each way, built on first use with the system's C compiler;
+ALEXLAB_LRN_KERNEL=torch turns it off); it computes in float32 and keeps the input's dtype and
+memory format. Everything else takes the PyTorch version below, which on a CPU works through the
+batch in slices of ~0.5 MB that stay in cache (fresh pages cost more than the arithmetic here).
+Its window is summed by shifted slices (exact, unlike a cumulative sum), and d**-beta is
 exp(-beta * log d), ~3x cheaper than pow on a CPU. Half-precision inputs (bf16/fp16 autocast)
-are normalised in float32: in bf16, 2 + 1e-4*s rounds to 2. On a GPU use model.compile=true,
-which fuses the dozen elementwise passes.
+are normalised in float32 on either path: in bf16, 2 + 1e-4*s rounds to 2. On a GPU use
+model.compile=true, which fuses the dozen elementwise passes.
 """
 import torch
 from torch import nn
@@ -55,7 +56,8 @@ class _LRN(torch.autograd.Function):
         half = size // 2
         ctx.save_for_backward(x)
         ctx.constants = (half, alpha, beta, k)
-        if lrn_cpu.usable(x):
+        ctx.fused = lrn_cpu.usable(x)  # backward takes the same path (a bf16 x must not reach the ops below)
+        if ctx.fused:
             return lrn_cpu.forward(x, half, alpha, beta, k)
         y = torch.empty_like(x)
         for part in _slices(x):
@@ -70,7 +72,7 @@ class _LRN(torch.autograd.Function):
             raise RuntimeError("alexlab's LocalResponseNorm does not support double backward")
         (x,) = ctx.saved_tensors
         half, alpha, beta, k = ctx.constants
-        if lrn_cpu.usable(x):
+        if ctx.fused:
             return lrn_cpu.backward(x, g, half, alpha, beta, k), None, None, None, None
         dx = torch.empty_like(x)
         for part in _slices(x):
@@ -84,7 +86,7 @@ class _LRN(torch.autograd.Function):
 
 def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
                         beta: float = 0.75, k: float = 2.0) -> torch.Tensor:
-    if x.dtype in (torch.float16, torch.bfloat16):
+    if x.dtype in (torch.float16, torch.bfloat16) and not lrn_cpu.usable(x):  # (the kernel reads bf16 itself)
         with torch.autocast(x.device.type, enabled=False):
             return _LRN.apply(x.float(), size, alpha, beta, k).to(x.dtype)
     return _LRN.apply(x, size, alpha, beta, k)

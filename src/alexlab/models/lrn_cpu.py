@@ -7,7 +7,9 @@ compiler (`cc`, or $CC) at run time, not at install time: the first LRN call com
 CPU's flags, so a cluster's shared home directory holds one build per kind of node.
 
 Without a compiler, or with ALEXLAB_LRN_KERNEL=torch, lrn.py uses its PyTorch version: the same
-function, equal to float32 rounding. Only float32, contiguous CPU tensors take this path.
+function, equal to float32 rounding. CPU tensors of float32 or bfloat16 (bf16 autocast: computed in
+float32, rounded once at the end), contiguous in NCHW or in channels_last (NHWC), take this path;
+outputs and gradients keep the input's memory format, so the next convolution stays channels_last.
 """
 from __future__ import annotations
 
@@ -47,20 +49,33 @@ def disabled():
         _disabled = before
 
 
+DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the kernel's `bf16` argument
+
+
 def usable(x: torch.Tensor) -> bool:
-    return (not _disabled and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 2 and x.is_contiguous()
-            and not torch.compiler.is_compiling() and library() is not None)
+    return (not _disabled and x.device.type == "cpu" and x.dtype in DTYPES and x.dim() >= 2
+            and memory_format(x) is not None and not torch.compiler.is_compiling() and library() is not None)
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format | None:
+    """The layout the kernel reads x in: NCHW (first, also when both hold, e.g. one channel), NHWC, or None."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return None
 
 
 def forward(x: torch.Tensor, half: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    y = torch.empty_like(x)
+    y = torch.empty_like(x)  # same strides as x, so the kernel writes y in x's layout
     _call(library().lrn_forward, (x, y), x, half, alpha, beta, k)
     return y
 
 
 def backward(x: torch.Tensor, g: torch.Tensor, half: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     dx = torch.empty_like(x)
-    _call(library().lrn_backward, (x, g.contiguous(), dx), x, half, alpha, beta, k)
+    g = g.to(x.dtype).contiguous(memory_format=memory_format(x))  # e.g. the stride-0 gradient of a sum()
+    _call(library().lrn_backward, (x, g, dx), x, half, alpha, beta, k)
     return dx
 
 
@@ -68,7 +83,8 @@ def _call(fn, tensors, x, half, alpha, beta, k) -> None:
     if x.numel() == 0:
         return
     n, c, hw = x.shape[0], x.shape[1], x[0, 0].numel()
-    if fn(*(t.data_ptr() for t in tensors), n, c, hw, half, alpha, beta, k, torch.get_num_threads()):
+    if fn(*(t.data_ptr() for t in tensors), n, c, hw, half, alpha, beta, k,
+          memory_format(x) == torch.channels_last, DTYPES[x.dtype], torch.get_num_threads()):
         raise MemoryError(f"LRN kernel: could not allocate its {c}-channel work buffer")
 
 
@@ -89,8 +105,9 @@ def library() -> ctypes.CDLL | None:
                     "~2-3x slower on a CPU). %s=torch silences this.", str(e).splitlines()[0], ENV)
         return None
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-    lib.lrn_forward.argtypes = [ptr, ptr, i64, i64, i64, i64, f32, f32, f32, ctypes.c_int]
-    lib.lrn_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, ctypes.c_int]
+    flags = [ctypes.c_int] * 3  # channels_last, bf16, threads
+    lib.lrn_forward.argtypes = [ptr, ptr, i64, i64, i64, i64, f32, f32, f32, *flags]
+    lib.lrn_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, *flags]
     lib.lrn_forward.restype = lib.lrn_backward.restype = ctypes.c_int
     return lib
 
