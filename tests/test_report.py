@@ -69,11 +69,12 @@ def clean_curve(final: float, reach: float | None) -> np.ndarray:
 def write_run(root: Path, ablation: str, seed: int, test: float, clean: float, reach: float | None = 3.5,
               status: str = "completed", completed: bool = True, error: str | None = None, job: str = "",
               config: dict | None = None, curve=None, ten_crop: float | None = None, val: float | None = None,
-              num_classes: int | None = 10) -> Path:
+              num_classes: int | None = 10, trained: float | None = None) -> Path:
     """A run folder as train.py writes it. test/acc ramps up, peaks 2 pt above `test` at epoch 8 and
     ends at `test`; train_clean/acc (every epoch, eval mode) reaches 25% error at `reach` epochs and
-    ends at `clean` (or follows `curve`); the as-trained train/acc stays at 0.5 (never judged).
-    `ten_crop`: test/acc_10crop = test/acc + ten_crop; `val`: val/acc = val + ramp."""
+    ends at `clean` (or follows `curve`); the as-trained train/acc (never judged) is 5 pt below it,
+    or `trained` throughout. `ten_crop`: test/acc_10crop = test/acc + ten_crop; `val`: val/acc ramps
+    up to `val`."""
     job = job or f"ablation={ablation},seed={seed}"
     d = root / job
     d.mkdir(parents=True)
@@ -82,7 +83,8 @@ def write_run(root: Path, ablation: str, seed: int, test: float, clean: float, r
     for e in range(EPOCHS):
         t = test + 0.02 - 0.02 * (e - 8) / 3 if e >= 8 else (test + 0.02) * (e + 1) / 9
         c = float(clean_acc[e])
-        row = {"epoch": e, "train/loss": 1.0, "train/acc": 0.5, "train_clean/loss": 1.0, "train_clean/acc": c,
+        row = {"epoch": e, "train/loss": 1.0, "train/acc": c - 0.05 if trained is None else trained,
+               "train_clean/loss": 1.0, "train_clean/acc": c,
                "train_clean/acc_top5": 1.0, "test/loss": 1.0, "test/acc": t, "test/acc_top5": 1.0, "gap": c - t,
                "lr": 0.01, "epoch_time_s": 1.0, "images_per_s": 100.0}
         if ten_crop is not None:
@@ -209,8 +211,8 @@ def test_speed_claims_read_fractional_epochs_from_the_eval_mode_training_error_n
     would never reach 75%; the report reads train_clean/acc, interpolated between epochs."""
     root = tmp_path / "sweep"
     for s, (p, t) in enumerate([(2.5, 7.25), (3.4, 8.6), (2.2, 6.9)]):
-        write_run(root, "paper", s, 0.8, 0.85, reach=p)
-        write_run(root, "tanh", s, 0.8, 0.85, reach=t)
+        write_run(root, "paper", s, 0.8, 0.85, reach=p, trained=0.5)
+        write_run(root, "tanh", s, 0.8, 0.85, reach=t, trained=0.5)
     a = analyse(load(root))
     runs = a.per_run.set_index(["ablation", "seed"])
     assert runs.loc[("paper", 0), "epochs_to_error"] == pytest.approx(2.5)
@@ -559,9 +561,12 @@ def test_new_claims_pca_two_columns_and_ten_patches(tmp_path):
     assert ten["p"] == pytest.approx(stats.ttest_rel(single, patches).pvalue)
     assert ten["paper_value"] == 1.5 and ten["vs_paper"]
     assert "layers-11pct" in c.loc["lrn_error", "paper"]
-    md = report_md(a)
+    main([str(root), "--out", str(tmp_path / "out")])  # the plots draw the new arms and the within-run effect
+    md = (tmp_path / "out" / "report.md").read_text()
     assert "no PCA lighting, crops and flips kept (Section 4.1)" in md
     assert "one column with half the kernels" in md and "Within the `paper` runs" in md
+    assert "](report_curves_no_pca.png)" in md and "](report_forest.png)" in md
+    assert "effect single view − 10 patches [95% CI] | runs |" in md
 
 
 def test_ten_patch_claim_not_run_without_ten_crop_readings(sweep_dir):

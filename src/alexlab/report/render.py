@@ -148,9 +148,14 @@ def trick_table(analysis: Analysis, group: str, ablation: str) -> str:
     fx = analysis.effects
     rows = fx[(fx["group"] == group) & (fx["ablation"] == ablation)]
     threshold = analysis.per_run.loc[analysis.per_run["group"] == group, "error_threshold"].iloc[0]
-    first, second = METRICS[rows["metric"].iloc[0]].sides if ablation == REFERENCE else (REFERENCE, ablation)
-    lines = [f"| metric (read at) | `{first}` mean | `{second}` mean | effect {second} − {first} "
-             f"[{analysis.confidence:.0%} CI] | seed pairs | p (test) | note |", "|---|---|---|---|---|---|---|"]
+    if ablation == REFERENCE:  # within-run effects: first side minus second side of the same run
+        first, second = METRICS[rows["metric"].iloc[0]].sides
+        effect, pairs = f"{first} − {second}", "runs"
+    else:
+        first, second = REFERENCE, ablation
+        effect, pairs = f"{ablation} − {REFERENCE}", "seed pairs"
+    lines = [f"| metric (read at) | `{first}` mean | `{second}` mean | effect {effect} "
+             f"[{analysis.confidence:.0%} CI] | {pairs} | p (test) | note |", "|---|---|---|---|---|---|---|"]
     for r in rows.to_dict("records"):
         label = f"{r['label']} ({r['reading']})"
         if r["metric"] == "epochs_ratio":
