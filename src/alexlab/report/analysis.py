@@ -79,7 +79,7 @@ def metrics_of_run(rows: pd.DataFrame, summary: dict, threshold: float) -> dict:
     scored = rows.dropna(subset=["test/acc"]) if "test/acc" in rows else rows.iloc[0:0]
     classes = summary.get("num_classes") or DEFAULT_CLASSES
     peak = rows[TRAIN_ERROR_COLUMN].max() if TRAIN_ERROR_COLUMN in rows else math.nan
-    if not np.isfinite(peak):
+    if not np.isfinite(peak):  # no curve: a run that ended at chance counts as collapsed
         peak = (summary.get("final") or {}).get(TRAIN_ERROR_COLUMN)
     common = {"num_classes": classes, "collapsed": peak is not None and peak <= COLLAPSE_FACTOR / classes,
               "train_clean_error": 1.0 - last_value(rows, TRAIN_ERROR_COLUMN),

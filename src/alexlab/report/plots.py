@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .analysis import REFERENCE, WITHIN_METRICS, Analysis
-from .claims import CLAIMS, TRICKS
+from .claims import CLAIMS, METRICS, TRICKS
 
 COLORS = {REFERENCE: "#1f77b4", "ablation": "#d62728"}
 METRIC_COLORS = {"test_error": "#1f77b4", "gap": "#ff7f0e", "test_error_best": "#7f7f7f"}
@@ -94,18 +94,17 @@ def forest_figure(analysis: Analysis) -> Figure:
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     paper_marks = {(c.ablation, c.metric): c for c in CLAIMS}
 
-    short = {"test_error": "test error", "gap": "gap", "epochs_ratio": "epochs ratio",
-             "ten_crop_gain": "single view - 10 patches"}
+    short = {"test_error": "test error", "gap": "gap", "epochs_ratio": "epochs ratio"}
 
     def label(row) -> str:
-        name = f"{row.ablation}: {short[row.metric]}"
+        name = f"{row.ablation}: {short.get(row.metric, METRICS[row.metric].label)}"
         return (f"{name}\n{row.group}" if multi else name) + ("  (n=1, no interval)" if row.n == 1 else "")
 
     for ax, rows, null, unit in ((left, pts, 0.0, "pt"), (right, ratios, 1.0, "x")):
         ys = np.arange(len(rows))[::-1]
         for y, row in zip(ys, rows.itertuples()):
             color = METRIC_COLORS.get(row.metric, "#2ca02c")
-            if not math.isfinite(row.effect):
+            if not math.isfinite(row.effect) or row.bound == "none":  # censored in both arms: no estimate to draw
                 continue
             if math.isfinite(row.low):
                 ax.errorbar(row.effect, y, xerr=[[row.effect - row.low], [row.high - row.effect]], fmt="o",
