@@ -8,7 +8,7 @@ from .analysis import Analysis, analyse
 from .claims import CLAIMS, METRICS, TRICKS, Claim
 from .load import ReportError, Sweep, load
 from .render import print_console, write
-from .stats import holm, paired_interval, seeds_needed
+from .stats import holm, paired_interval, paired_p, seeds_needed, times_p
 
 __all__ = ["Analysis", "analyse", "CLAIMS", "METRICS", "TRICKS", "Claim", "ReportError", "Sweep", "load",
-           "print_console", "write", "holm", "paired_interval", "seeds_needed"]
+           "print_console", "write", "holm", "paired_interval", "paired_p", "seeds_needed", "times_p"]

@@ -1,7 +1,8 @@
 """Per-run metrics -> paired effects (ablation - paper, same seed) -> one verdict per claim.
 
 Runs are compared only within a group: same experiment name and same overrides apart from
-`ablation` and `seed`. Verdicts read the final epoch; the best epoch is shown beside them.
+`ablation` and `seed`. Verdicts read the final epoch; the best epoch is shown beside them. The
+headline word follows Holm's correction over the claims of a group that have a p-value.
 """
 from __future__ import annotations
 
@@ -11,10 +12,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..curves import TRAIN_ERROR_COLUMN, epochs_to_error
+from ..settings import RESULT_NEUTRAL, differences
 from .claims import CLAIMS, METRICS, TRICKS
 from .load import REFERENCE, Sweep
-from .stats import holm, paired_interval, seeds_needed
+from .stats import SIGN_FLIP, SIGN_TEST, holm, ordered_pairs, paired_interval, seeds_needed, times_p
+
 EFFECT_METRICS = ("test_error", "gap", "test_error_best", "gap_best", "best_epoch", "epochs_ratio")
+WITHIN_METRICS = tuple(name for name, spec in METRICS.items() if spec.minus)  # read within the paper runs
+EFFECT_COLUMNS = ["group", "ablation", "metric", "label", "unit", "reading", "pairs", "n", "n_paper", "n_ablation",
+                  "paper_mean", "ablation_mean", "effect", "low", "high", "sd", "p", "method", "observed", "ordered",
+                  "seeds_needed", "note", "bound"]
+
+# The verdict words. Only the first two are headline findings (bold, strong colour): they need the
+# Holm-adjusted p below alpha.
+REPRODUCED = "reproduced"
+CONTRADICTED = "contradicted"
+SUGGESTIVE = "suggestive, not significant after correction"
+PAPERS_WAY, AGAINST = "in the paper's direction", "against the paper"   # said after SUGGESTIVE
+INCONCLUSIVE = "inconclusive"
+UNCHANGED = "not tested: the arm changes nothing here"
+NOT_RUN = "not run"
+FINDINGS = (REPRODUCED, CONTRADICTED)
+
+# keys that may differ between an arm and `paper` without the arm changing anything
+SAME_RUN_IGNORES = tuple(RESULT_NEUTRAL) + ("ablation_name",)
+COLLAPSE_FACTOR = 1.5     # collapsed: train_clean accuracy never above 1.5 x chance
+DEFAULT_CLASSES = 10      # summary.json without num_classes (older runs)
 
 
 @dataclass
@@ -28,33 +52,58 @@ class Analysis:
     notes: list[str] = field(default_factory=list)   # choices the report made (lr grid)
     confidence: float = 0.95
     alpha: float = 0.05
+    arms: pd.DataFrame = field(default_factory=pd.DataFrame)   # per group x arm: runs, diverged, collapsed, means
+    unchanged: list[tuple[str, str]] = field(default_factory=list)  # (group, arm) that change nothing
 
 
-def first_below(rows: pd.DataFrame, threshold: float) -> float:
-    """Epochs (1-based count) until the as-trained training error first drops below threshold."""
-    if "train/acc" not in rows:
-        return math.nan
-    hit = rows[(1.0 - rows["train/acc"]) < threshold]
-    return float(hit["epoch"].iloc[0] + 1) if len(hit) else math.nan
+def last_value(rows: pd.DataFrame, column: str) -> float:
+    values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+    return float(values.iloc[-1]) if len(values) else math.nan
+
+
+def time_to_error(rows: pd.DataFrame, threshold: float) -> tuple[float, float]:
+    """(epochs to the threshold, epochs trained if never reached) from the eval-mode training error;
+    one of the two is nan, both when the run logged no train_clean accuracy."""
+    if TRAIN_ERROR_COLUMN not in rows:
+        return math.nan, math.nan
+    curve = rows[["epoch", TRAIN_ERROR_COLUMN]].dropna()
+    if curve.empty:
+        return math.nan, math.nan
+    reached = epochs_to_error(curve.itertuples(index=False, name=None), threshold)
+    if reached is None:
+        return math.nan, float(curve["epoch"].max()) + 1.0
+    return float(reached), math.nan
 
 
 def metrics_of_run(rows: pd.DataFrame, summary: dict, threshold: float) -> dict:
     scored = rows.dropna(subset=["test/acc"]) if "test/acc" in rows else rows.iloc[0:0]
+    classes = summary.get("num_classes") or DEFAULT_CLASSES
+    peak = rows[TRAIN_ERROR_COLUMN].max() if TRAIN_ERROR_COLUMN in rows else math.nan
+    if not np.isfinite(peak):  # no curve: a run that ended at chance counts as collapsed
+        peak = (summary.get("final") or {}).get(TRAIN_ERROR_COLUMN)
+    common = {"num_classes": classes, "collapsed": peak is not None and peak <= COLLAPSE_FACTOR / classes,
+              "train_clean_error": 1.0 - last_value(rows, TRAIN_ERROR_COLUMN),
+              "val_error": 1.0 - last_value(rows, "val/acc")}
     if len(scored):
         gap = scored["gap"] if "gap" in scored else scored.get("train_clean/acc", np.nan) - scored["test/acc"]
         last, best = scored.index[-1], scored["test/acc"].idxmax()
+        reached, censored_at = time_to_error(rows, threshold)
+        ten_crop = scored.at[last, "test/acc_10crop"] if "test/acc_10crop" in scored else math.nan
         return {"test_error": 1.0 - scored.at[last, "test/acc"], "gap": float(gap.loc[last]),
                 "test_error_best": 1.0 - scored.at[best, "test/acc"], "gap_best": float(gap.loc[best]),
-                "best_epoch": float(scored.at[best, "epoch"]), "epochs_to_error": first_below(rows, threshold),
-                "epochs": int(rows["epoch"].max()) + 1}
-    final = summary.get("final") or {}  # no metrics.csv (or W&B history): fall back to summary.json
+                "best_epoch": float(scored.at[best, "epoch"]), "epochs_to_error": reached,
+                "censored_at": censored_at, "test_error_10crop": 1.0 - ten_crop,
+                "epochs": int(rows["epoch"].max()) + 1, **common}
+    # no metrics.csv (or W&B history): final values from summary.json; no curve, so no time to the threshold
+    final = summary.get("final") or {}
     best_acc = summary.get("best_test_acc")
     return {"test_error": 1.0 - final["test/acc"] if final.get("test/acc") is not None else math.nan,
             "gap": final.get("gap", math.nan) if final.get("gap") is not None else math.nan,
             "test_error_best": 1.0 - best_acc if best_acc is not None else math.nan, "gap_best": math.nan,
             "best_epoch": summary.get("best_epoch") if summary.get("best_epoch") is not None else math.nan,
-            "epochs_to_error": summary.get("epochs_to_train_error") or math.nan,
-            "epochs": summary.get("epochs") or 0}
+            "epochs_to_error": math.nan, "censored_at": math.nan,
+            "test_error_10crop": 1.0 - final["test/acc_10crop"] if final.get("test/acc_10crop") is not None
+            else math.nan, "epochs": summary.get("epochs") or 0, **common}
 
 
 def per_run_metrics(sweep: Sweep) -> pd.DataFrame:
@@ -70,19 +119,27 @@ def per_run_metrics(sweep: Sweep) -> pd.DataFrame:
 def choose_lr(per_run: pd.DataFrame) -> list[str]:
     """An activation x lr grid (sweep relu_vs_tanh): per group and arm keep the lr that reaches the
     training-error threshold first on average over seeds (the paper tuned lr per net); a run that
-    never reaches it counts as max_epochs + 1. Ties go to the lower final test error."""
+    never reaches it, or diverged, counts as max_epochs + 1. Ties go to the lower final validation
+    error (`val/acc`) when every run has one, else to the lower final eval-mode training error: the
+    test set never steers the choice."""
     per_run["used"] = True
     notes = []
-    gridded = per_run[per_run["lr"].notna() & per_run["ok"]]
+    diverged = per_run["status"] == "diverged"
+    gridded = per_run[per_run["lr"].notna() & (per_run["ok"] | diverged)]
     for (group, arm), runs in gridded.groupby(["group", "ablation"], sort=False):
         cap = float(runs["max_epochs"].max()) + 1 if runs["max_epochs"].notna().any() else 1e9
-        score = runs.assign(e=runs["epochs_to_error"].fillna(cap)).groupby("lr")[["e", "test_error"]].mean()
-        best = score.sort_values(["e", "test_error"]).index[0]
+        done = runs["ok"]
+        tiebreak = "val_error" if runs.loc[done, "val_error"].notna().all() else "train_clean_error"
+        scored = runs.assign(e=runs["epochs_to_error"].where(done).fillna(cap),
+                             tie=runs[tiebreak].where(done))
+        score = scored.groupby("lr")[["e", "tie"]].mean()
+        best = score.sort_values(["e", "tie"]).index[0]
         per_run.loc[per_run["lr"].notna() & (per_run["group"] == group) & (per_run["ablation"] == arm)
                     & (per_run["lr"] != best), "used"] = False
         tried = ", ".join(f"{lr:g}: {e:.1f}" for lr, e in score["e"].items())
+        tie_name = "validation error" if tiebreak == "val_error" else "final train_clean error"
         notes.append(f"{group}: lr grid, arm `{arm}` uses optim.lr={best:g} (mean epochs to threshold per lr: "
-                     f"{tried}; never reached = {cap:.0f})")
+                     f"{tried}; never reached or diverged = {cap:.0f}; ties broken by {tie_name})")
     return notes
 
 
@@ -90,80 +147,143 @@ def display_scale(unit: str) -> float:
     return 100.0 if unit == "pt" else 1.0
 
 
+def sign(x: float) -> int:
+    return int(np.sign(x)) if np.isfinite(x) else 0
+
+
 def compare_arms(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence: float) -> dict:
-    """The paired effect of one metric: per-seed arm - paper (log ratio for ratio metrics)."""
+    """The paired effect of one metric: per-seed arm - paper (ratio arm/paper for epochs)."""
     spec = METRICS[metric]
-    a = paper.set_index("seed")[spec.column]
-    b = arm.set_index("seed")[spec.column]
-    seeds = sorted(set(a.index) & set(b.index))
-    a, b = a.loc[seeds].astype(float), b.loc[seeds].astype(float)
-    scale = display_scale(spec.unit)
-    row = {"metric": metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading, "pairs": len(seeds),
-           "paper_mean": a.mean() * scale, "ablation_mean": b.mean() * scale, "note": "", "bound": ""}
+    seeds = sorted(set(paper["seed"]) & set(arm["seed"]))
     if spec.unit == "x":
-        a, b, row["bound"], row["note"] = censored_pairs(paper, arm, seeds, a, b)
-        diffs = np.log(b / a).dropna()
-        iv = paired_interval(diffs, confidence)
-        row.update(effect=math.exp(iv.mean) if iv.n else math.nan, low=math.exp(iv.low), high=math.exp(iv.high))
-    else:
-        iv = paired_interval((b - a) * scale, confidence)
-        row.update(effect=iv.mean, low=iv.low, high=iv.high)
-    row.update(n=iv.n, sd=iv.sd, p=iv.p, seeds_needed=seeds_needed(iv.mean, iv.sd, confidence))
-    return row
+        return compare_times(paper.set_index("seed").loc[seeds], arm.set_index("seed").loc[seeds], metric, confidence)
+    a = paper.set_index("seed")[spec.column].loc[seeds].astype(float)
+    b = arm.set_index("seed")[spec.column].loc[seeds].astype(float)
+    scale = display_scale(spec.unit)
+    iv = paired_interval((b - a) * scale, confidence)
+    return {"metric": metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading, "pairs": len(seeds),
+            "paper_mean": a.mean() * scale, "ablation_mean": b.mean() * scale, "note": "", "bound": "",
+            "effect": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "sd": iv.sd, "p": iv.p,
+            "method": iv.method, "observed": sign(iv.mean), "ordered": math.nan,
+            "seeds_needed": seeds_needed(iv.mean, iv.sd, confidence)}
 
 
-def censored_pairs(paper: pd.DataFrame, arm: pd.DataFrame, seeds: list, a: pd.Series, b: pd.Series):
-    """Epochs-to-threshold pairs where a run never reached the threshold. Such a run would have
-    reached it at the earliest one epoch after its last, so that value stands in, and the ratio
-    arm/paper becomes a bound: at least (the arm never reached it) or at most (the paper run
-    never reached it). If both kinds occur, or both runs of a pair never reached it, those pairs
-    are left out. Returns (a, b, bound: "lower" | "upper" | "", note)."""
-    def cap(runs):  # epochs trained + 1; unknown (0) stays NaN and drops the pair
-        epochs = runs.set_index("seed")["epochs"].loc[seeds].astype(float)
-        return epochs.where(epochs > 0) + 1
+def compare_within(runs: pd.DataFrame, metric: str, confidence: float) -> dict:
+    """A within-run effect (10-patch testing): column - minus of each run, paired by run."""
+    spec = METRICS[metric]
+    scale = display_scale(spec.unit)
+    both = runs[[spec.column, spec.minus]].astype(float).dropna()
+    iv = paired_interval((both[spec.column] - both[spec.minus]) * scale, confidence)
+    return {"metric": metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading, "pairs": len(both),
+            "paper_mean": both[spec.column].mean() * scale, "ablation_mean": both[spec.minus].mean() * scale,
+            "note": f"{len(both)} of {len(runs)} runs logged {spec.minus}" if len(both) < len(runs) else "",
+            "bound": "", "effect": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "sd": iv.sd, "p": iv.p,
+            "method": iv.method, "observed": sign(iv.mean), "ordered": math.nan,
+            "seeds_needed": seeds_needed(iv.mean, iv.sd, confidence), "n_paper": len(runs), "n_ablation": len(runs)}
 
-    only_b, only_a = a.notna() & b.isna(), a.isna() & b.notna()
-    neither = int((a.isna() & b.isna()).sum())
-    bound, note = "", []
-    if only_b.any() and not only_a.any():
-        b, bound = b.where(~only_b, cap(arm)), "lower"
-        note.append(f"{int(only_b.sum())} of {len(seeds)} ablation run(s) never reached the threshold: counted as "
-                    "reaching it one epoch after their last, so the ratio is a lower bound")
-    elif only_a.any() and not only_b.any():
-        a, bound = a.where(~only_a, cap(paper)), "upper"
-        note.append(f"{int(only_a.sum())} of {len(seeds)} paper run(s) never reached the threshold: counted as "
-                    "reaching it one epoch after their last, so the ratio is an upper bound")
-    elif only_a.any():
-        a, b = a.where(~only_a), b.where(~only_b)
-        note.append(f"{int(only_a.sum() + only_b.sum())} seed pair(s) left out: in some the paper run, in others "
-                    "the ablation run never reached the threshold")
-    if neither:
-        note.append(f"{neither} seed pair(s) left out: neither run reached the threshold")
-    return a, b, bound, "; ".join(note)
+
+def compare_times(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence: float) -> dict:
+    """Epochs to the training-error threshold, paired by seed (frames indexed by the common seeds).
+
+    A run that never reached the threshold is censored: its time is more than the epochs it
+    trained. Without censoring: paired t-interval of log(arm/paper), back-transformed (geometric
+    mean ratio). With any censored run: the exact sign test on the pairs whose order is known
+    (`stats.ordered_pairs`), and the geometric mean with censored times at the epochs trained as
+    the estimate, which is then a bound (>= when only arm runs were censored, <= when only paper
+    runs were), with no interval."""
+    spec = METRICS[metric]
+    ta, tp = arm["epochs_to_error"].astype(float), paper["epochs_to_error"].astype(float)
+    ca, cp = arm["censored_at"].astype(float).notna(), paper["censored_at"].astype(float).notna()
+    ta, tp = ta.fillna(arm["censored_at"].astype(float)), tp.fillna(paper["censored_at"].astype(float))
+    known = ta.notna() & tp.notna()
+    notes = []
+    if (~known).any():
+        notes.append(f"{int((~known).sum())} seed pair(s) left out: no train_clean curve to read the time from")
+    ta, tp, ca, cp = ta[known].to_numpy(), tp[known].to_numpy(), ca[known].to_numpy(), cp[known].to_numpy()
+    row = {"metric": metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading, "pairs": len(known),
+           "paper_mean": tp.mean() if len(tp) else math.nan, "ablation_mean": ta.mean() if len(ta) else math.nan,
+           "bound": "", "ordered": math.nan}
+    logs = np.log(ta / tp)
+    if not (ca.any() or cp.any()):
+        iv = paired_interval(logs, confidence)
+        row.update(effect=math.exp(iv.mean) if iv.n else math.nan, low=math.exp(iv.low), high=math.exp(iv.high),
+                   n=iv.n, sd=iv.sd, p=iv.p, method=iv.method, observed=sign(iv.mean),
+                   seeds_needed=seeds_needed(iv.mean, iv.sd, confidence))
+        return {**row, "note": "; ".join(notes)}
+    slower, faster = (int(x) for x in ordered_pairs(ta, ca, tp, cp))
+    p, _ = times_p(ta, ca, tp, cp)
+    bound = "lower" if not cp.any() else "upper" if not ca.any() else "none"
+    notes.append(f"never reached the threshold (censored at the epochs trained): {int(ca.sum())} arm and "
+                 f"{int(cp.sum())} paper run(s); exact sign test on the {slower + faster} pair(s) whose order is "
+                 f"known ({slower} arm slower, {faster} faster)")
+    row.update(effect=math.exp(logs.mean()), low=math.nan, high=math.nan, n=len(ta), sd=math.nan, p=float(p),
+               method=SIGN_TEST, observed=sign(slower - faster), ordered=slower + faster, seeds_needed=None,
+               bound=bound)
+    return {**row, "note": "; ".join(notes)}
+
+
+def changes_nothing(paper: pd.DataFrame, arm: pd.DataFrame) -> bool:
+    """True when, for every seed both arms ran, the arm's resolved config equals the paper run's
+    apart from ablation_name and the result-neutral keys (e.g. no_dropout on a net without dropout).
+    Unknown (no configs) counts as changed."""
+    configs_p = paper.set_index("seed")["config"]
+    configs_a = arm.set_index("seed")["config"]
+    seeds = [s for s in set(configs_p.index) & set(configs_a.index) if configs_p[s] and configs_a[s]]
+    return bool(seeds) and all(not differences(configs_p[s], configs_a[s], ignore=SAME_RUN_IGNORES) for s in seeds)
+
+
+def arm_order(arms) -> list[str]:
+    """The paper's arm first, then the tricks in TRICKS order, then any other arm by name."""
+    order = [REFERENCE, *TRICKS]
+    return sorted(set(arms), key=lambda a: (order.index(a) if a in order else len(order), a))
+
+
+def completed_runs(runs: pd.DataFrame, where: str, warnings: list[str]) -> pd.DataFrame:
+    """The completed runs a comparison uses: one per arm and seed (the last, with a warning)."""
+    done = runs[runs["ok"] & runs["used"]]
+    for d in done[done.duplicated(["ablation", "seed"], keep="last")].itertuples():
+        last = done[(done.ablation == d.ablation) & (done.seed == d.seed)].run.iloc[-1]
+        warnings.append(f"{where}{d.ablation} seed {d.seed} has more than one completed run; using the last ({last})")
+    return done.drop_duplicates(["ablation", "seed"], keep="last")
+
+
+def arm_health(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Per group and arm: seeds run (completed or diverged), how many diverged (no final metrics)
+    and how many collapsed (completed, train_clean accuracy never above 1.5 x chance), and the
+    final-epoch means of the completed runs."""
+    rows = []
+    used = per_run[per_run["used"]]
+    for group, runs in used.groupby("group", sort=True):
+        done = runs[runs["ok"]].drop_duplicates(["ablation", "seed"], keep="last")
+        for arm in arm_order(runs["ablation"]):
+            ok = done[done["ablation"] == arm]
+            div = set(runs.loc[(runs["ablation"] == arm) & (runs["status"] == "diverged"), "seed"].dropna())
+            div -= set(ok["seed"])
+            if ok.empty and not div:
+                continue
+            rows.append({"group": group, "ablation": arm, "runs": len(ok) + len(div), "completed": len(ok),
+                         "diverged": len(div), "collapsed": int(ok["collapsed"].sum()),
+                         "train_clean_acc": (1.0 - ok["test_error"] + ok["gap"]).mean(),
+                         "test_acc": (1.0 - ok["test_error"]).mean(), "gap": ok["gap"].mean()})
+    return pd.DataFrame(rows, columns=["group", "ablation", "runs", "completed", "diverged", "collapsed",
+                                       "train_clean_acc", "test_acc", "gap"])
 
 
 def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Analysis:
     per_run = per_run_metrics(sweep)
     notes = choose_lr(per_run)
     warnings: list[str] = []
-    effects = []
+    effects, unchanged = [], []
     multi = per_run["group"].nunique() > 1
     for group, runs in per_run.groupby("group", sort=True):
         where = f"{group}: " if multi else ""
-        done = runs[runs["ok"] & runs["used"]]
-        dupes = done[done.duplicated(["ablation", "seed"], keep="last")]
-        for d in dupes.itertuples():
-            warnings.append(f"{where}{d.ablation} seed {d.seed} has more than one completed run; using the last "
-                            f"({done[(done.ablation == d.ablation) & (done.seed == d.seed)].run.iloc[-1]})")
-        done = done.drop_duplicates(["ablation", "seed"], keep="last")
+        done = completed_runs(runs, where, warnings)
         counts = done.groupby("ablation")["seed"].nunique()
         if counts.nunique() > 1:
             shown = ", ".join(f"{a} {n}" for a, n in counts.items())
             warnings.append(f"{where}arms have unequal numbers of completed seeds ({shown}); each effect uses only "
                             "the seeds both of its arms completed")
-        order = list(TRICKS)  # the paper's tricks in section order, then any other arm by name
-        arms = sorted((a for a in done["ablation"].unique() if a != REFERENCE),
-                      key=lambda a: (order.index(a) if a in order else len(order), a))
+        arms = [a for a in arm_order(done["ablation"]) if a != REFERENCE]
         if REFERENCE not in counts.index:
             if arms:
                 warnings.append(f"{where}no completed ablation=paper run: {', '.join(arms)} cannot be compared")
@@ -171,6 +291,11 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
         paper = done[done["ablation"] == REFERENCE]
         for ablation in arms:
             arm = done[done["ablation"] == ablation]
+            if changes_nothing(paper, arm):
+                unchanged.append((group, ablation))
+                warnings.append(f"{where}{ablation} changes nothing in this group (same resolved settings as paper): "
+                                "not compared, no verdict, left out of the Holm family")
+                continue
             for only, other, seeds in ((REFERENCE, ablation, set(paper.seed) - set(arm.seed)),
                                        (ablation, REFERENCE, set(arm.seed) - set(paper.seed))):
                 if seeds:
@@ -180,64 +305,132 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
                 effects.append({"group": group, "ablation": ablation,
                                 **compare_arms(paper, arm, metric, confidence),
                                 "n_paper": len(paper), "n_ablation": len(arm)})
-    effects = pd.DataFrame(effects, columns=["group", "ablation", "metric", "label", "unit", "reading", "pairs", "n",
-                                             "n_paper", "n_ablation", "paper_mean", "ablation_mean", "effect",
-                                             "low", "high", "sd", "p", "seeds_needed", "note", "bound"])
-    single = effects[(effects["n"] == 1) & (effects["metric"] == "test_error")]
+        for metric in WITHIN_METRICS:
+            if paper[METRICS[metric].minus].notna().any():
+                effects.append({"group": group, "ablation": REFERENCE, **compare_within(paper, metric, confidence)})
+    effects = pd.DataFrame(effects, columns=EFFECT_COLUMNS)
+    single = effects[(effects["n"] == 1) & effects["metric"].isin(["test_error", *WITHIN_METRICS])]
     for s in single.itertuples():
         warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}: only one seed pair, so no interval and "
                         "no verdict beyond 'inconclusive'; run more seeds (seed=0,1,2)")
-    tied = effects[(effects["n"] == 2) & (effects["sd"] == 0) & effects["metric"].isin(["test_error", "gap"])]
+    tied = effects[(effects["method"] == SIGN_FLIP) & effects["metric"].isin(["test_error", "gap", *WITHIN_METRICS])]
     for s in tied.itertuples():
-        warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}, {s.metric}: both seed pairs gave the same "
-                        "difference, so there is no spread to build an interval from (a tie on accuracies measured "
-                        "in steps of one image); run a third seed")
-    claims = judge(effects, confidence, alpha)
-    return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha)
+        warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}, {s.metric}: all {s.n} seed pairs gave the "
+                        f"same difference (a tie of accuracies counted in whole images), so there is no interval; "
+                        f"its p = {s.p:.3g} is the exact sign-flip p (2^(1-n), or 1 when all are zero); "
+                        "run more seeds")
+    arms = arm_health(per_run)
+    claims = judge(effects, unchanged, arms, confidence, alpha)
+    return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha,
+                    arms, unchanged)
 
 
-def verdict(direction: int, low: float, high: float, n: int, null: float = 0.0, bound: str = "") -> str:
-    """`bound`: the effect is a lower (upper) bound, so only an interval above (below) the null counts."""
-    if n < 2 or not (np.isfinite(low) and np.isfinite(high)) or low <= null <= high:
-        return "inconclusive"
-    if (bound == "lower" and high < null) or (bound == "upper" and low > null):
-        return "inconclusive"
-    return "reproduced" if (low > null) == (direction > 0) else "contradicted"
+def verdict(direction: int, observed: int, p: float, p_holm: float, alpha: float) -> str:
+    """The headline word: a finding only when it survives Holm's correction (direction: the
+    estimate's sign against the paper's), 'suggestive' when only the raw p is below alpha."""
+    if not np.isfinite(p):
+        return INCONCLUSIVE
+    agrees = observed == direction
+    if np.isfinite(p_holm) and p_holm < alpha:
+        return REPRODUCED if agrees else CONTRADICTED
+    if p < alpha:
+        return f"{SUGGESTIVE} ({PAPERS_WAY if agrees else AGAINST})"
+    return INCONCLUSIVE
 
 
-def judge(effects: pd.DataFrame, confidence: float, alpha: float) -> pd.DataFrame:
+def size_vs_paper(claim, e: dict, null: float) -> tuple[str, str]:
+    """(kind, text): where the paper's figure lies against our interval, measured as a size in the
+    direction the paper predicts. ("", "") when the paper gives no figure."""
+    if claim.paper_value is None:
+        return "", ""
+
+    def size(x: float) -> float:  # distance from the null towards the paper's direction
+        return claim.direction * (math.log(x) if null == 1.0 else x - null)
+
+    paper = size(claim.paper_value)
+    fig = f"{claim.paper_value:g}"
+    if np.isfinite(e["low"]) and np.isfinite(e["high"]):
+        low, high = sorted((size(e["low"]), size(e["high"])))
+        if high < 0:
+            return "opposite", f"ours points the other way (the paper's {fig} is beyond our interval)"
+        if low <= paper <= high:
+            return "same size", f"paper's figure ({fig}) inside our interval (same size)"
+        if high < paper:
+            return "smaller", f"ours smaller than the paper's {fig} (it lies beyond our interval)"
+        return "larger", f"ours larger than the paper's {fig} (it lies between the null and our interval)"
+    if not np.isfinite(e.get("effect", math.nan)):
+        return "", ""
+    ours = size(e["effect"])
+    if e.get("bound") == "none":
+        return "cannot say", f"cannot say: runs of both arms censored, so no bound to set beside the paper's {fig}"
+    if e.get("bound") in ("lower", "upper"):
+        at_least = (e["bound"] == "lower") == (claim.direction > 0)  # the bound holds our size from below
+        if at_least and ours >= paper:
+            return "≥ paper", f"ours at least as large as the paper's {fig} (a bound, no interval)"
+        if not at_least and ours <= paper:
+            return "≤ paper", f"ours no larger than the paper's {fig} (a bound, no interval)"
+        return "cannot say", f"cannot say: ours is a bound on the near side of the paper's {fig}"
+    return "no interval", (f"no interval to compare with the paper's {fig} "
+                           f"(the estimate is {'above' if ours > paper else 'below'} it)")
+
+
+def failure_caveat(arms: pd.DataFrame, group: str, arm: str) -> str:
+    """'tanh diverged 2 of 5 (paper 0 of 5)' when the arm fails to train more often than paper."""
+    if arm == REFERENCE:
+        return ""
+    rows = arms[arms["group"] == group].set_index("ablation")
+    if arm not in rows.index or REFERENCE not in rows.index:
+        return ""
+    a, p = rows.loc[arm], rows.loc[REFERENCE]
+    said = [f"{arm} {what} {a[what]} of {a['runs']} (paper {p[what]} of {p['runs']})"
+            for what in ("diverged", "collapsed") if a[what] / a["runs"] > p[what] / p["runs"]]
+    return "; ".join(said)
+
+
+def judge(effects: pd.DataFrame, unchanged: list[tuple[str, str]], arms: pd.DataFrame, confidence: float,
+          alpha: float) -> pd.DataFrame:
     rows = []
     for claim in CLAIMS:
         spec = METRICS[claim.metric]
+        null = 1.0 if spec.unit == "x" else 0.0
         found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)]
         base = {"claim": claim.id, "ablation": claim.ablation, "section": claim.section, "statement": claim.claim,
                 "metric": claim.metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading,
                 "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value,
-                "short": claim.short,
-                "later": claim.later, "later_value": claim.later_value}
-        if found.empty:
-            rows.append({**base, "group": "", "verdict": "not run", "n": 0})
-            continue
-        for e in found.itertuples(index=False):
-            null = 1.0 if spec.unit == "x" else 0.0
-            v = verdict(claim.direction, e.low, e.high, e.n, null, e.bound)
+                "short": claim.short, "later": claim.later, "later_value": claim.later_value}
+        idle = [g for g, a in unchanged if a == claim.ablation]
+        rows += [{**base, "group": g, "verdict": UNCHANGED, "n": 0} for g in idle]
+        if found.empty and not idle:
+            rows.append({**base, "group": "", "verdict": NOT_RUN, "n": 0})
+        for e in found.to_dict("records"):
             beside = {}
             if spec.best_of:
-                b = effects[(effects["group"] == e.group) & (effects["ablation"] == claim.ablation)
+                b = effects[(effects["group"] == e["group"]) & (effects["ablation"] == claim.ablation)
                             & (effects["metric"] == spec.best_of)].iloc[0]
                 beside = {"best_effect": b.effect, "best_low": b.low, "best_high": b.high,
-                          "paper_best_epoch": mean_of(effects, e.group, claim.ablation, "paper_mean"),
-                          "ablation_best_epoch": mean_of(effects, e.group, claim.ablation, "ablation_mean")}
-            rows.append({**base, "group": e.group, "n": e.n, "pairs": e.pairs, "paper_mean": e.paper_mean,
-                         "ablation_mean": e.ablation_mean, "effect": e.effect, "low": e.low, "high": e.high,
-                         "p": e.p, "bound": e.bound, "verdict": v,
-                         "seeds_needed": e.seeds_needed if v == "inconclusive" else None, "note": e.note, **beside})
+                          "paper_best_epoch": mean_of(effects, e["group"], claim.ablation, "paper_mean"),
+                          "ablation_best_epoch": mean_of(effects, e["group"], claim.ablation, "ablation_mean")}
+            rows.append({**base, **{k: e[k] for k in ("group", "n", "pairs", "paper_mean", "ablation_mean", "effect",
+                                                      "low", "high", "p", "method", "observed", "ordered", "bound",
+                                                      "note", "seeds_needed")},
+                         **dict(zip(("vs_paper_kind", "vs_paper"), size_vs_paper(claim, e, null))),
+                         "caveat": failure_caveat(arms, e["group"], claim.ablation), **beside})
     claims = pd.DataFrame(rows)
-    claims["p_holm"] = holm(claims["p"]) if "p" in claims else np.nan
-    tested = claims["p_holm"].notna()
+    for column in ("p", "observed", "seeds_needed"):
+        if column not in claims:
+            claims[column] = np.nan
+    for column in ("method", "bound", "note", "vs_paper", "vs_paper_kind", "caveat"):
+        claims[column] = claims[column].fillna("") if column in claims else ""
+    claims["p_holm"] = np.nan
+    for group, rows_of_group in claims.groupby("group"):  # one family per group: its claims with a p-value
+        claims.loc[rows_of_group.index, "p_holm"] = holm(rows_of_group["p"].to_numpy(dtype=float))
+    judged = ~claims["verdict"].isin([UNCHANGED, NOT_RUN])
+    claims.loc[judged, "verdict"] = [verdict(int(r.direction), int(r.observed) if np.isfinite(r.observed) else 0,
+                                             r.p, r.p_holm, alpha) for r in claims[judged].itertuples()]
     claims["survives_holm"] = None
-    claims.loc[tested, "survives_holm"] = ((claims.loc[tested, "p_holm"] < alpha)
-                                           & claims.loc[tested, "verdict"].isin(["reproduced", "contradicted"]))
+    tested = claims["p_holm"].notna()
+    claims.loc[tested, "survives_holm"] = claims.loc[tested, "p_holm"] < alpha
+    claims.loc[claims["verdict"] != INCONCLUSIVE, "seeds_needed"] = None
     return claims
 
 

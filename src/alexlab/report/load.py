@@ -14,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import AlexlabError
+from .claims import TRICKS
 
 COMPLETED = "COMPLETED"  # same marker train.py writes
 REFERENCE = "paper"      # the arm every other arm is compared with
 SKIP_DIRS = {"checkpoints", "tensorboard", "wandb", ".hydra", "__pycache__"}
 RUN_COLUMNS = ["run", "path", "name", "job", "setting", "group", "ablation", "seed", "lr", "status", "ok", "reason",
-               "max_epochs", "error_threshold", "summary"]
+               "max_epochs", "error_threshold", "summary", "config"]
 
 
 class ReportError(AlexlabError):
@@ -92,7 +93,7 @@ def ledger_only(root: Path, dirs: list[Path]) -> list[dict]:
                             "job": str(job), "ablation": fields.get("ablation"), "seed": fields.get("seed"),
                             "status": "missing", "ok": False,
                             "reason": "missing: listed in sweep_ledger.json, no run folder",
-                            "max_epochs": None, "error_threshold": None, "summary": {}})
+                            "max_epochs": None, "error_threshold": None, "summary": {}, "config": {}})
     return records
 
 
@@ -131,7 +132,7 @@ def read_run_dir(d: Path, root: Path) -> tuple[dict, pd.DataFrame]:
         "seed": summary.get("seed", cfg.get("seed")), "status": status, "ok": ok, "reason": reason,
         "max_epochs": nested(cfg, "trainer.max_epochs"),
         "error_threshold": summary.get("error_threshold", nested(cfg, "eval.error_threshold")),
-        "summary": summary,
+        "summary": summary, "config": cfg,
     }
     return record, history
 
@@ -177,7 +178,7 @@ def setting_of(job: str) -> str:
 def arm_of(ablation: str, job: str) -> str:
     """A sweep over model.activation (relu_vs_tanh, factorial) has arms relu = paper and tanh."""
     activation = overrides_of(job).get("model.activation")
-    if activation and ablation not in ("no_lrn", "no_overlap", "no_dropout", "no_augment"):
+    if activation and ablation not in set(TRICKS) - {"tanh"}:  # not an arm that removes another trick
         return "tanh" if activation == "tanh" else REFERENCE
     return ablation
 

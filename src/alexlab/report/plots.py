@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .analysis import REFERENCE, Analysis
-from .claims import CLAIMS, TRICKS
+from .analysis import REFERENCE, WITHIN_METRICS, Analysis
+from .claims import CLAIMS, METRICS, TRICKS
 
 COLORS = {REFERENCE: "#1f77b4", "ablation": "#d62728"}
 METRIC_COLORS = {"test_error": "#1f77b4", "gap": "#ff7f0e", "test_error_best": "#7f7f7f"}
@@ -87,7 +87,7 @@ def trick_figure(analysis: Analysis, group: str, ablation: str) -> Figure:
 
 def forest_figure(analysis: Analysis) -> Figure:
     fx = analysis.effects
-    pts = fx[fx["metric"].isin(["test_error", "gap"]) & (fx["n"] > 0)].reset_index(drop=True)
+    pts = fx[fx["metric"].isin(["test_error", "gap", *WITHIN_METRICS]) & (fx["n"] > 0)].reset_index(drop=True)
     ratios = fx[(fx["metric"] == "epochs_ratio") & (fx["n"] > 0)].reset_index(drop=True)
     multi = fx["group"].nunique() > 1
     fig = new_figure(11, 1.6 + 0.42 * max(len(pts), len(ratios), 3))
@@ -97,13 +97,15 @@ def forest_figure(analysis: Analysis) -> Figure:
     short = {"test_error": "test error", "gap": "gap", "epochs_ratio": "epochs ratio"}
 
     def label(row) -> str:
-        name = f"{row.ablation}: {short[row.metric]}"
+        name = f"{row.ablation}: {short.get(row.metric, METRICS[row.metric].label)}"
         return (f"{name}\n{row.group}" if multi else name) + ("  (n=1, no interval)" if row.n == 1 else "")
 
     for ax, rows, null, unit in ((left, pts, 0.0, "pt"), (right, ratios, 1.0, "x")):
         ys = np.arange(len(rows))[::-1]
         for y, row in zip(ys, rows.itertuples()):
             color = METRIC_COLORS.get(row.metric, "#2ca02c")
+            if not math.isfinite(row.effect) or row.bound == "none":  # censored in both arms: no estimate to draw
+                continue
             if math.isfinite(row.low):
                 ax.errorbar(row.effect, y, xerr=[[row.effect - row.low], [row.high - row.effect]], fmt="o",
                             color=color, capsize=4)
@@ -123,7 +125,7 @@ def forest_figure(analysis: Analysis) -> Figure:
     if len(ratios):
         right.set_xscale("log")
     else:
-        right.text(0.5, 0.5, "no seed pair reached the threshold\n(or no tanh / no_dropout arm)",
+        right.text(0.5, 0.5, "no epochs ratio\n(no tanh / no_dropout arm, or no train_clean curve)",
                    ha="center", va="center", transform=right.transAxes, fontsize=9, color="grey")
         right.set_yticks([])
     handles = [left.plot([], [], "o", color=METRIC_COLORS["test_error"], label="test error (95% CI)")[0],
@@ -131,7 +133,8 @@ def forest_figure(analysis: Analysis) -> Figure:
                left.plot([], [], "x", color="black", label="paper's figure")[0],
                left.plot([], [], "D", color="grey", mfc="none", label="later work")[0]]
     left.legend(handles=handles, fontsize=8, loc="best")
-    fig.suptitle(f"All effects with {analysis.confidence:.0%} paired t-intervals over seeds", fontsize=11)
+    fig.suptitle(f"All effects with {analysis.confidence:.0%} paired t-intervals over seeds "
+                 "(open marker: no interval, e.g. a bound from censored runs)", fontsize=11)
     return fig
 
 
@@ -141,6 +144,8 @@ def write_plots(analysis: Analysis, out: Path) -> dict[tuple[str, str], Path]:
     paths: dict[tuple[str, str], Path] = {}
     multi = analysis.per_run["group"].nunique() > 1
     for (group, ablation), _ in analysis.effects.groupby(["group", "ablation"], sort=False):
+        if ablation == REFERENCE:  # within-run effects (10 patches): no second arm to draw
+            continue
         name = f"report_curves_{group_slug(group) + '_' if multi else ''}{slug(ablation)}.png"
         trick_figure(analysis, group, ablation).savefig(out / name)
         paths[(group, ablation)] = out / name

@@ -44,6 +44,7 @@ def load_wandb(spec: str) -> Sweep:
 
 
 def read_wandb_run(run) -> tuple[dict, pd.DataFrame]:
+    from ..wandb_logger import DERIVED  # imports Lightning: paid only when W&B runs are read
     cfg = dict(run.config or {})
     summary = dict(getattr(run, "summary_metrics", None) or getattr(run, "summary", None) or {})
     state = getattr(run, "state", "unknown")
@@ -60,5 +61,8 @@ def read_wandb_run(run) -> tuple[dict, pd.DataFrame]:
         "seed": nested(cfg, "seed"), "status": status, "ok": ok, "reason": reason,
         "max_epochs": nested(cfg, "trainer.max_epochs"),
         "error_threshold": nested(cfg, "eval.error_threshold"), "summary": summary,
+        # the resolved config as the run folder's config.yaml holds it: without what train.py derives
+        # (git SHA, run folder, ...), which differs between runs that compute the same thing
+        "config": {k: v for k, v in cfg.items() if k not in DERIVED},
     }
     return record, history
