@@ -4,10 +4,14 @@ import csv
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, run_cli
+from alexlab.config import validate
+from alexlab.errors import ConfigError
+from alexlab.train import build
+from conftest import TINY, compose_cfg, run_cli
 
 pytestmark = pytest.mark.slow
 TIMING = ("epoch_time_s", "images_per_s")
@@ -87,3 +91,57 @@ def test_last_epoch_is_always_evaluated(tmp_path):
     run_cli(TINY + ["trainer.max_epochs=3", "eval.every_n_epochs=2"], tmp_path, check=True)
     evaluated = [int(r["epoch"]) for r in metrics(only_run(tmp_path)) if r["test/acc"]]
     assert evaluated == [1, 2]
+
+
+def test_the_plateau_schedule_watches_the_validation_split_never_the_test_set(tmp_path):
+    cfg = compose_cfg(TINY + ["optim.schedule=plateau"], tmp_path)
+    validate(cfg)
+    _, _, module = build(cfg)
+    scheduler = module.configure_optimizers()["lr_scheduler"]
+    assert type(scheduler["scheduler"]).__name__ == "ReduceLROnPlateau" and scheduler["monitor"] == "val/acc"
+
+
+def test_the_plateau_schedule_without_a_validation_split_is_one_line_naming_data_val_size(tmp_path):
+    cfg = compose_cfg(TINY + ["optim.schedule=plateau", "data.val_size=0"], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert message.startswith("optim.schedule=plateau needs a validation split") and "data.val_size" in message
+    assert "\n" not in message
+    _, _, module = build(cfg)  # built without validate(): the module refuses too, never falling back to test
+    with pytest.raises(ConfigError, match="data.val_size"):
+        module.configure_optimizers()
+
+
+def interpolated_epochs_to_error(epochs, accuracies, threshold):
+    """Independent reading: epochs of training (row e = e + 1 epochs) at which the error curve,
+    linear between rows, first falls below the threshold."""
+    x, err = np.asarray(epochs, float) + 1, 1 - np.asarray(accuracies, float)
+    below = np.flatnonzero(err < threshold)
+    if not len(below):
+        return None
+    i = below[0]
+    return float(x[0]) if i == 0 else float(np.interp(threshold, [err[i], err[i - 1]], [x[i], x[i - 1]]))
+
+
+def test_train_clean_is_evaluated_every_epoch_and_read_for_the_epochs_to_train_error(tmp_path):
+    # convnet4 without augmentation learns the synthetic classes within ~2 epochs; evaluation every 2;
+    # the default schedule (plateau, on val/acc) and threshold (25% training error)
+    run_dir = tmp_path / "run"  # the overrides would make too long a folder name
+    args = ["data=synthetic", "data.num_train=256", "data.num_test=48", "data.batch_size=32", "data.augment=none",
+            "model=convnet4", "model.width=0.5", "model.init=kaiming", "optim.lr=0.003", "eval.train_clean_size=64",
+            "eval.every_n_epochs=2", "trainer.max_epochs=4", "trainer.progress_bar=false", "trainer.threads=1",
+            "trainer.accelerator=cpu", f"hydra.run.dir={run_dir}"]
+    run_cli(args, tmp_path, check=True)
+    rows = metrics(run_dir)
+    assert all(r["train_clean/acc"] and r["train_clean/loss"] and r["train_clean/acc_top5"] for r in rows)
+    assert [int(r["epoch"]) for r in rows if r["test/acc"]] == [1, 3]  # evaluation epochs only (and the last)
+    assert [int(r["epoch"]) for r in rows if r["val/acc"]] == [1, 3]
+    assert all(r["gap"] for r in rows if r["test/acc"]) and not any(r["gap"] for r in rows if not r["test/acc"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_classes"] == 10 and summary["num_val"] == 26 and summary["num_train"] == 230
+    first_error = 1 - float(rows[0]["train_clean/acc"])
+    assert first_error > 0.25, "the run learned within one epoch: nothing to interpolate"
+    expected = interpolated_epochs_to_error([r["epoch"] for r in rows], [r["train_clean/acc"] for r in rows], 0.25)
+    assert expected is not None and summary["epochs_to_train_error"] == pytest.approx(expected, abs=1e-12)
+    assert summary["epochs_to_train_error"] != round(summary["epochs_to_train_error"])  # a fraction of an epoch
