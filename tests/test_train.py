@@ -2,7 +2,11 @@
 (Kill -9 and exact resume, damaged checkpoints and other faults: tests/reliability/.)"""
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import torch
 from alexlab.config import validate
 from alexlab.errors import ConfigError
 from alexlab.train import build
-from conftest import TINY, compose_cfg, run_cli
+from conftest import REPO, TINY, compose_cfg, run_cli
 
 pytestmark = pytest.mark.slow
 TIMING = ("epoch_time_s", "images_per_s")
@@ -145,3 +149,22 @@ def test_train_clean_is_evaluated_every_epoch_and_read_for_the_epochs_to_train_e
     expected = interpolated_epochs_to_error([r["epoch"] for r in rows], [r["train_clean/acc"] for r in rows], 0.25)
     assert expected is not None and summary["epochs_to_train_error"] == pytest.approx(expected, abs=1e-12)
     assert summary["epochs_to_train_error"] != round(summary["epochs_to_train_error"])  # a fraction of an epoch
+
+
+def test_a_plateau_run_killed_after_an_epoch_resumes_to_the_numbers_of_an_unbroken_one(tmp_path):
+    # the default schedule (plateau) with patience 0: every evaluation without a better val/acc halves
+    # the lr, so a lost scheduler step shows
+    changes = ["data.num_train=192", "trainer.max_epochs=4", "optim.patience=0", "optim.gamma=0.5", "seed=5"]
+    args = [a for a in TINY if a.split("=")[0] not in {c.split("=")[0] for c in changes}] + changes
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    unbroken.mkdir(), broken.mkdir()
+    run_cli(args, unbroken, check=True)
+    paths = [f"paths.runs={broken / 'runs'}", f"paths.data={broken / 'data'}"]
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "reliability" / "faults.py"), *args, *paths],
+                            cwd=broken, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "ALEXLAB_FAULT": "kill_at_step:14", "OMP_NUM_THREADS": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]  # in epoch 2 (6 steps an epoch)
+    run_cli(args, broken, check=True)  # the same command resumes from the end of epoch 1
+    lrs = [float(r["lr"]) for r in metrics(only_run(unbroken))]
+    assert lrs[2] < lrs[1], lrs  # the step the checkpoint of epoch 1 must hold
+    assert metrics(only_run(broken)) == metrics(only_run(unbroken))

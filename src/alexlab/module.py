@@ -163,9 +163,26 @@ class AlexLabModule(pl.LightningModule):
         if "train_clean/acc" in row and "test/acc" in row:
             row["gap"] = row["train_clean/acc"] - row["test/acc"]
         for key in ("train/acc", PLATEAU_MONITOR, "test/acc", "gap"):
-            if key in row:  # progress bar and plateau scheduler; loggers get the row from the recorder
+            if key in row:  # progress bar; loggers get the row from the recorder
                 self.log(key, row[key], logger=False, prog_bar=True, sync_dist=False)
+        if PLATEAU_MONITOR in row:
+            self._step_plateau(row[PLATEAU_MONITOR])
         return row
+
+    def _step_plateau(self, val_acc: float) -> None:
+        """Step ReduceLROnPlateau here, as the epoch's row is made, so the last.ckpt written right
+        after holds the stepped state. Lightning steps plateau schedulers only after
+        on_train_epoch_end (where EpochRecorder writes last.ckpt) and skips that step when it
+        resumes from such a checkpoint: a resumed run would lose one step. Lightning's own call
+        is therefore a no-op (lr_scheduler_step)."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau:
+                config.scheduler.step(val_acc)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return  # stepped by _step_plateau, before the epoch's checkpoint
+        super().lr_scheduler_step(scheduler, metric)
 
     # -- optimiser -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -183,7 +200,8 @@ class AlexLabModule(pl.LightningModule):
                 raise ConfigError(PLATEAU_WITHOUT_VALIDATION)
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=o.gamma,
                                                                    patience=o.patience)
-            # stepped on evaluation epochs only (val/acc is absent on the others: strict=False skips them)
+            # stepped by _step_plateau on evaluation epochs; "monitor" is what Lightning requires of a
+            # plateau scheduler (strict=False: it looks for val/acc and skips the epochs without one)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": PLATEAU_MONITOR,
                                                              "interval": "epoch", "strict": False}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
