@@ -168,3 +168,20 @@ def test_a_plateau_run_killed_after_an_epoch_resumes_to_the_numbers_of_an_unbrok
     lrs = [float(r["lr"]) for r in metrics(only_run(unbroken))]
     assert lrs[2] < lrs[1], lrs  # the step the checkpoint of epoch 1 must hold
     assert metrics(only_run(broken)) == metrics(only_run(unbroken))
+
+
+def test_a_run_folder_from_before_stratified_samples_is_neither_skipped_nor_resumed(tmp_path):
+    from omegaconf import OmegaConf
+
+    from alexlab.train import changed_settings
+
+    cfg = compose_cfg(TINY, tmp_path)
+    for folder in ("old", "now"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    old = OmegaConf.load(tmp_path / "old" / "config.yaml")
+    del old.data["subset_seed"], old.data["val_size"]  # what alexlab wrote before the fixed samples
+    (tmp_path / "old" / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    assert changed_settings(tmp_path / "old", cfg) == ["data.subset_seed: absent (first-N subsets, plateau on "
+                                                       "test/acc) -> 0"]
+    assert changed_settings(tmp_path / "now", cfg) == []

@@ -68,6 +68,11 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 _UNKNOWN = object()
+# Keys whose absence from a run folder's config.yaml means that run computed something else than
+# the same settings compute now, so a rerun must neither skip nor resume it. data.subset_seed came
+# with class-stratified samples (before: the first N images), train_clean every epoch and the
+# plateau schedule on a validation split (before: on test/acc).
+ABSENT_BEFORE = {"data.subset_seed": "absent (first-N subsets, plateau on test/acc)"}
 
 
 def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
@@ -100,6 +105,10 @@ def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
             continue
         if now != before[key]:
             changes.append(f"{key}: {before[key]!r} -> {now!r}")
+    for key, meaning in ABSENT_BEFORE.items():
+        now = OmegaConf.select(cfg, key, default=_UNKNOWN)
+        if key not in before and now is not _UNKNOWN:
+            changes.append(f"{key}: {meaning} -> {now!r}")
     return changes
 
 
