@@ -185,3 +185,22 @@ def test_a_run_folder_from_before_stratified_samples_is_neither_skipped_nor_resu
     assert changed_settings(tmp_path / "old", cfg) == ["data.subset_seed: absent (first-N subsets, plateau on "
                                                        "test/acc) -> 0"]
     assert changed_settings(tmp_path / "now", cfg) == []
+
+
+def test_under_ddp_train_clean_is_the_one_device_accuracy_of_the_final_weights(tmp_path):
+    from alexlab.data.augment import center_crop
+
+    # two CPU processes (gloo); 33 train_clean images: a sampler that evens out the ranks would count one twice
+    run_dir = tmp_path / "run"
+    args = TINY + ["eval.train_clean_size=33", "trainer.strategy=ddp", "trainer.devices=2", f"hydra.run.dir={run_dir}"]
+    run_cli(args, tmp_path, check=True)
+    last = metrics(run_dir)[-1]
+    dm, net, _ = build(compose_cfg(TINY + ["eval.train_clean_size=33"], tmp_path))
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    net.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    net.eval()
+    with torch.no_grad():
+        views = center_crop(dm.transform.eval_view(dm.clean_x), dm.image_size)
+        correct = int((net(views).argmax(1) == dm.clean_y).sum())
+    assert correct > 0, "nothing right: a duplicated image would not show"
+    assert float(last["train_clean/acc"]) == pytest.approx(correct / 33, abs=1e-6)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from ..callbacks import atomic_write_text
 from ..errors import AlexlabError, DataError
@@ -206,11 +206,10 @@ class AlexDataModule(pl.LightningDataModule):
             return torch.device("cpu")
         return trainer.strategy.root_device  # auto/true: in-memory sets live where training runs
 
-    def _tensor_loader(self, x, y, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
+    def _tensor_loader(self, x, y, shuffle: bool) -> DataLoader:
         device = self._device()
         x, y = x.to(device), y.to(device)
-        if shuffle:
-            sampler = EpochShuffle(len(x), self.seed)
+        sampler = EpochShuffle(len(x), self.seed) if shuffle else None
         # evaluation keeps no activations for backward: bigger batches, but on a CPU not past
         # 128 images, beyond which activations fall out of cache (alexnet_small: 512 is ~20% slower)
         batch_size = self.cfg.batch_size
@@ -221,21 +220,20 @@ class AlexDataModule(pl.LightningDataModule):
         return DataLoader(range(len(x)), batch_size=batch_size, sampler=sampler, shuffle=False,
                           collate_fn=IndexBatch(x, y), num_workers=0)
 
-    def _folder_loader(self, dataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
-        if shuffle:
-            sampler = EpochShuffle(len(dataset), self.seed)
+    def _folder_loader(self, dataset, shuffle: bool) -> DataLoader:
+        sampler = EpochShuffle(len(dataset), self.seed) if shuffle else None
         workers = self.cfg.num_workers
         return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
-    def _eval_loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
+    def _eval_loader(self, split: str) -> DataLoader:
         """An evaluation loader (fixed order) over one of the samples: train_clean, val or test."""
         if self.folder is not None:
             source = self.folder["test" if split == "test" else "train"]
-            return self._folder_loader(Subset(source, getattr(self.splits, split).tolist()), False, sampler)
+            return self._folder_loader(Subset(source, getattr(self.splits, split).tolist()), False)
         x, y = {"train_clean": (self.clean_x, self.clean_y), "val": (self.val_x, self.val_y),
                 "test": (self.test_x, self.test_y)}[split]
-        return self._tensor_loader(x, y, False, sampler)
+        return self._tensor_loader(x, y, False)
 
     def _train_clean_size_asked(self) -> int:
         return self.eval_cfg.train_clean_size if self.eval_cfg is not None else 2000
@@ -249,16 +247,13 @@ class AlexDataModule(pl.LightningDataModule):
         return self._tensor_loader(self.train_x, self.train_y, shuffle=True)
 
     def train_clean_dataloader(self) -> DataLoader:
-        """The train_clean sample for the module's every-epoch pass (AlexLabModule.evaluate_train_clean).
-        It runs outside Lightning's validation loop, so under DDP it shards the sample itself, as
-        Lightning does for val and test (DistributedSampler: each rank a part; metrics sync)."""
+        """The train_clean sample for the module's every-epoch pass (AlexLabModule.evaluate_train_clean),
+        which runs outside Lightning's validation loop. Not sharded under DDP: every rank evaluates
+        the whole sample with the same weights, so the counts torchmetrics sums over the ranks are
+        the one-device counts times the number of ranks, and the accuracy is exactly the one-device
+        value (a padded DistributedSampler would count a few images twice)."""
         if self._clean_loader is None:
-            trainer = getattr(self, "trainer", None)
-            sampler = None
-            if trainer is not None and trainer.world_size > 1:
-                sampler = DistributedSampler(range(self.train_clean_size()), num_replicas=trainer.world_size,
-                                             rank=trainer.global_rank, shuffle=False)
-            self._clean_loader = self._eval_loader("train_clean", sampler)
+            self._clean_loader = self._eval_loader("train_clean")
         return self._clean_loader
 
     def val_dataloader(self):
