@@ -204,3 +204,26 @@ def test_under_ddp_train_clean_is_the_one_device_accuracy_of_the_final_weights(t
         correct = int((net(views).argmax(1) == dm.clean_y).sum())
     assert correct > 0, "nothing right: a duplicated image would not show"
     assert float(last["train_clean/acc"]) == pytest.approx(correct / 33, abs=1e-6)
+
+
+def test_the_train_clean_pass_runs_in_eval_mode_under_the_trainers_precision_and_memory_format(tmp_path, monkeypatch):
+    from alexlab.module import AlexLabModule
+    from alexlab.train import run
+
+    seen = []
+    original = AlexLabModule.evaluate_train_clean
+
+    def spy(module):
+        def record(net, args):
+            seen.append((net.training, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                         args[0].stride(1) == 1))  # NHWC: channels innermost (the centre crop is a strided view)
+        handle = module.model.register_forward_pre_hook(record)
+        try:
+            original(module)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(AlexLabModule, "evaluate_train_clean", spy)
+    run(compose_cfg(TINY + ["trainer.precision=bf16-mixed", "model.channels_last=true"], tmp_path))
+    assert len(seen) == 2 * 1  # 32 train_clean images, one evaluation batch, each of the 2 epochs
+    assert set(seen) == {(False, True, torch.bfloat16, True)}
