@@ -52,7 +52,7 @@ class DataConfig:
     test_subset: Optional[int] = None   # evaluate on N test images: a fixed class-stratified sample
     val_size: float = 0.0          # validation split held out of the training images, the only data the plateau
                                    # schedule reads: 0 = none, (0, 1) = that fraction, >= 1 = that many images
-                                   # (whole); drawn outside data.train_subset (the paper held out ImageNet's val set)
+                                   # (whole); drawn outside data.train_subset, so the training budget is unchanged
     subset_seed: int = 0           # seeds which images form every sample above and train_clean; never `seed`,
                                    # so all arms and seeds of a sweep see the same images; >= 0
     batch_size: int = 128          # images per step (paper 128)

@@ -161,7 +161,8 @@ class AlexDataModule(pl.LightningDataModule):
                                   subset_seed=cfg.subset_seed)
 
     def statistics(self) -> dict:
-        """Training-set pixel statistics, computed once and cached in <paths.data>/stats/."""
+        """Pixel statistics of the training subset (never val or test images), computed once and
+        cached in <paths.data>/stats/."""
         stats = self._dataset_statistics()
         if self.cfg.pca == "imagenet" and self.cfg.augment == "crop_flip_pca":
             if self.in_channels != 3:
