@@ -211,3 +211,21 @@ def test_a_val_size_that_leaves_no_training_images_is_one_line(tmp_path, fmnist_
     with pytest.raises(DataError, match=r"^data\.train_subset=60 is larger than the 64 training images of fashion_mnist "
                                         r"less the 6 held out by data\.val_size=0\.1 \(at most 58\)"):
         datamodule(tmp_path, name="fashion_mnist", root=str(fmnist_root), val_size=0.1, train_subset=60)
+
+
+def test_largest_remainder_gives_each_class_its_share_within_one_image_and_never_more_than_it_has():
+    from fractions import Fraction
+
+    from alexlab.data.splits import largest_remainder
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        counts = rng.integers(0, 40, rng.integers(1, 12))
+        if counts.sum() == 0:
+            continue
+        n = int(rng.integers(0, counts.sum() + 1))
+        got = largest_remainder(counts, n)
+        shares = [Fraction(int(c) * n, int(counts.sum())) for c in counts]  # exact, independent of the float path
+        assert got.sum() == n and np.all(got <= counts)
+        assert all(abs(g - s) < 1 for g, s in zip(got.tolist(), shares)), (counts, n, got)
+        assert all(g in (s.numerator // s.denominator, -(-s.numerator // s.denominator)) for g, s in zip(got.tolist(), shares))
