@@ -59,6 +59,7 @@ def overrides_from(args, work: Path) -> list[str]:
          f"trainer.threads={args.threads}", f"data.on_device={args.on_device}",
          f"eval.train_clean_size={args.eval_images}", f"data.test_subset={args.eval_images}",
          "optim.schedule=none", "optim.warmup_epochs=0", "optim.lr=0.01", "model.init=default",
+         "data.val_size=0",  # the hand loop evaluates train_clean and test only
          "logger=csv", f"paths.data={work / 'data'}", f"paths.runs={work / 'runs'}"]
     if args.data == "synthetic":
         size = 256 if args.image_size > 64 else 32
@@ -147,8 +148,7 @@ def hand_round(cfg, device) -> list[dict]:
                           nesterov=o.nesterov)
     data_device = torch.device("cpu") if str(cfg.data.on_device) == "false" else device
     train_x, train_y = dm.train_x.to(data_device), dm.train_y.to(data_device)
-    clean = dm.train_clean_size()
-    evals = [(dm.train_x[:clean].to(data_device), dm.train_y[:clean].to(data_device)),
+    evals = [(dm.clean_x.to(data_device), dm.clean_y.to(data_device)),  # the train_clean sample alexlab evaluates
              (dm.test_x.to(data_device), dm.test_y.to(data_device))]
     bs, n, size = cfg.data.batch_size, len(train_x), dm.image_size
 

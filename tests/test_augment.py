@@ -264,6 +264,17 @@ def test_statistics_are_cached_per_data_set_and_reused(tmp_path):
     assert len(list((tmp_path / "data" / "stats").glob("*.json"))) == 3  # keyed by subset and channels
 
 
+def test_statistics_are_keyed_by_which_images_train_not_only_how_many(tmp_path):
+    stats = tmp_path / "data" / "stats"
+    first = synthetic(tmp_path, train_subset=32)
+    other_images = synthetic(tmp_path, train_subset=32, subset_seed=1)  # 32 images too, others
+    assert other_images.splits.train.tolist() != first.splits.train.tolist()
+    assert len(list(stats.glob("*.json"))) == 2 and other_images.stats != first.stats
+    synthetic(tmp_path, train_subset=32, val_size=8)  # val drawn first: the 32 differ again
+    assert len(list(stats.glob("*.json"))) == 3
+    assert synthetic(tmp_path, train_subset=32, subset_seed=1).stats == other_images.stats  # the same images: cached
+
+
 CASES = {  # data set -> overrides for `alexlab-train`, tiny
     "synthetic_rgb": ["data=synthetic", "data.num_train=64", "data.num_test=16"],
     "synthetic_gray": ["data=synthetic", "data.num_train=64", "data.num_test=16", "data.channels=1"],
@@ -279,7 +290,7 @@ def test_crop_flip_pca_works_on_every_data_set(case, tmp_path, request):
     from alexlab.models import build_model
 
     overrides = CASES[case] + ["data.augment=crop_flip_pca", "data.batch_size=8", "model.width=0.125",
-                               "data.download=false"]
+                               "data.download=false", "data.val_size=0"]  # the fixtures hold < 5,000 images
     if case == "fashion_mnist" and not __import__("os").path.isdir(DEBIAN_FASHION_MNIST):
         overrides.append(f"data.root={request.getfixturevalue('fmnist_root')}")
     if case == "cifar10":
@@ -310,7 +321,8 @@ def test_crop_flip_pca_works_on_every_data_set(case, tmp_path, request):
 
 @pytest.mark.parametrize("data", ["synthetic", "fashion_mnist"])
 def test_imagenet_pca_on_one_channel_data_fails_with_the_documented_message(data, tmp_path, fmnist_root):
-    base = [f"data={data}", "data.channels=1", f"data.root={fmnist_root}", "data.pca=imagenet"]
+    base = [f"data={data}", "data.channels=1", f"data.root={fmnist_root}", "data.pca=imagenet",
+            "data.val_size=0"]  # the fixture holds 64 images, fewer than the 5,000 of Fashion-MNIST's split
     cfg = compose_cfg(base + ["data.augment=crop_flip_pca"], tmp_path)
     with pytest.raises(DataError, match=r"^data\.pca=imagenet needs RGB images but .* has 1 channel\(s\); use data\.pca=dataset"):
         AlexDataModule(cfg.data, cfg.eval, data_dir=cfg.paths.data).setup("fit")

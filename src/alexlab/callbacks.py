@@ -36,6 +36,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 log = logging.getLogger(__name__)
+BOOKKEEPING = ("lr", "epoch_time_s", "images_per_s")  # metrics.csv's last columns
 
 
 def snapshot(obj):
@@ -107,11 +108,12 @@ def read_metrics_csv(path: Path) -> list[dict]:
 
 
 class EpochRecorder(pl.Callback):
-    """Each epoch: time it, collect the module's metrics, append one row to metrics.csv (rewritten
-    atomically), send the row to the loggers with `epoch` as its step, then save last.ckpt
-    through `checkpoint_io` (pass it to the Trainer's plugins): atomic, written while the next
-    epoch trains. The row is written before the checkpoint, so a kill between the two replays
-    the epoch and its row is replaced, never duplicated."""
+    """Each epoch: time it, have the module evaluate train_clean (every epoch, in eval mode:
+    `AlexLabModule.evaluate_train_clean`), collect the module's metrics, append one row to
+    metrics.csv (rewritten atomically), send the row to the loggers with `epoch` as its step,
+    then save last.ckpt through `checkpoint_io` (pass it to the Trainer's plugins): atomic,
+    written while the next epoch trains. The row is written before the checkpoint, so a kill
+    between the two replays the epoch and its row is replaced, never duplicated."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -141,8 +143,9 @@ class EpochRecorder(pl.Callback):
             self.train_time = time.perf_counter() - self.epoch_start
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        train_time = self.train_time if self.train_time is not None else time.perf_counter() - self.epoch_start
+        pl_module.evaluate_train_clean()  # here, so the row below holds it: every epoch, not only evaluation epochs
         now = time.perf_counter()
-        train_time = self.train_time if self.train_time is not None else now - self.epoch_start
         images = (pl_module.images_seen - self.images_at_start) * trainer.world_size
         row = {"epoch": trainer.current_epoch, **pl_module.epoch_metrics(), "lr": self.lr,
                "epoch_time_s": now - self.epoch_start, "images_per_s": images / max(train_time, 1e-9)}
@@ -159,8 +162,9 @@ class EpochRecorder(pl.Callback):
 
     def _write_csv(self) -> None:
         columns: list[str] = []
-        for row in self.rows:
+        for row in self.rows:  # metrics in the order they first appear, then the bookkeeping columns
             columns += [k for k in row if k not in columns]
+        columns = [k for k in columns if k not in BOOKKEEPING] + [k for k in BOOKKEEPING if k in columns]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()

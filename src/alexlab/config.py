@@ -51,8 +51,13 @@ class DataConfig:
     crop_padding: int = 4          # px of zero padding around small images before random crops
     image_size: int = 0            # model input size in px; 0 = the data set's native size (227 for imagefolder)
     resize: int = 256              # imagefolder: shorter side and centre square before crops (paper 256)
-    train_subset: Optional[int] = None  # train on the first N training images (fixed subset)
-    test_subset: Optional[int] = None   # evaluate on the first N test images
+    train_subset: Optional[int] = None  # train on N training images: a fixed class-stratified sample (data/splits.py)
+    test_subset: Optional[int] = None   # evaluate on N test images: a fixed class-stratified sample
+    val_size: float = 0.0          # validation split held out of the training images, the only data the plateau
+                                   # schedule reads: 0 = none, (0, 1) = that fraction, >= 1 = that many images
+                                   # (whole); drawn outside data.train_subset, so the training budget is unchanged
+    subset_seed: int = 0           # seeds which images form every sample above and train_clean; never `seed`,
+                                   # so all arms and seeds of a sweep see the same images; >= 0
     batch_size: int = 128          # images per step (paper 128)
     num_workers: int = 0           # DataLoader workers; in-memory sets need none
     on_device: str = "auto"        # auto | true | false: keep the uint8 training set on the training device
@@ -74,16 +79,17 @@ class OptimConfig:
     schedule: str = "plateau"      # none | step | plateau (paper: /10 when val error plateaus) | cosine
     gamma: float = 0.1             # lr factor at each step/plateau (paper 0.1)
     step_epochs: int = 30          # step: epochs between lr drops
-    patience: int = 5              # plateau: epochs without test-error improvement before a drop
+    patience: int = 5              # plateau: evaluations without val/acc improvement before a drop
     warmup_epochs: int = 0         # linear warm-up from lr/10 over this many epochs
 
 
 @dataclass
 class EvalConfig:
-    every_n_epochs: int = 1        # evaluate train_clean and test every N epochs (and at the last)
-    train_clean_size: int = 2000   # fixed training images evaluated in eval mode, no augmentation
+    every_n_epochs: int = 1        # evaluate val and test every N epochs (and at the last); train_clean: every epoch
+    train_clean_size: int = 2000   # training images (a fixed stratified sample of the training subset) evaluated
+                                   # every epoch in eval mode, no augmentation: the training error the claims read
     ten_crop: bool = False         # also evaluate test on the paper's 10 patches (test/acc_10crop)
-    error_threshold: float = 0.25  # epochs_to_train_error: first epoch with train error below this
+    error_threshold: float = 0.25  # epochs_to_train_error: epochs until the train_clean error falls below this
 
 
 @dataclass
@@ -183,6 +189,7 @@ RANGES = {
     "data.image_size": (0, 4096, True, True),
     "data.batch_size": (1, 65536, True, True),
     "data.num_workers": (0, 256, True, True),
+    "data.subset_seed": (0, 2**31 - 1, True, True),
     "optim.lr": (0.0, 100.0, False, True),
     "optim.momentum": (0.0, 1.0, True, False),
     "optim.weight_decay": (0.0, 1.0, True, True),
@@ -244,6 +251,7 @@ def validate(cfg) -> None:
         value = select(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key}={value!r} is not valid; give a positive number of images or null")
+    check_validation_split(cfg.data.val_size, cfg.optim.schedule)
     from .models import list_variants
 
     if cfg.model.name not in list_variants():
@@ -260,6 +268,22 @@ def validate(cfg) -> None:
         for key in ("data.num_train", "data.num_test", "data.channels", "data.num_classes", "data.size"):
             if select(cfg, key) < 1:
                 raise ConfigError(f"{key}={select(cfg, key)!r} is not valid; give a positive integer")
+
+
+PLATEAU_WITHOUT_VALIDATION = ("optim.schedule=plateau needs a validation split to watch, and data.val_size=0 holds "
+                              "none out; set data.val_size (a fraction such as 0.1, or a number of images) or choose "
+                              "optim.schedule=cosine, step or none")
+
+
+def check_validation_split(val_size: float, schedule: str) -> None:
+    """data.val_size is 0, a fraction in (0, 1) or a whole number of images; the plateau schedule
+    needs one (it must never watch the test set). Whether the split leaves training images is
+    checked when the data set is loaded (its size is known then)."""
+    if val_size < 0 or (val_size >= 1 and val_size != int(val_size)):
+        raise ConfigError(f"data.val_size={val_size!r} is not valid; give 0 (no validation split), a fraction in "
+                          "(0, 1) of the training images, or a whole number of images >= 1")
+    if schedule == "plateau" and val_size == 0:
+        raise ConfigError(PLATEAU_WITHOUT_VALIDATION)
 
 
 def valid_devices(devices, accelerator: str = "auto") -> bool:

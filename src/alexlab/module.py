@@ -1,7 +1,12 @@
 """The LightningModule: cross-entropy, the paper's SGD, torchmetrics top-1/top-5, epoch curves.
 
 Per step it only updates metric state (no logging, no host sync); `epoch_metrics()` turns
-the epoch into one row of DESIGN.md curves for callbacks.EpochRecorder to write and log.
+the epoch into one row of curves for callbacks.EpochRecorder to write and log.
+
+Evaluation: `train_clean` (the training error in eval mode, which the speed claims read) is
+evaluated at the end of EVERY epoch by `evaluate_train_clean()`; `val` and `test` by Lightning's
+validation loop every eval.every_n_epochs epochs. Only `val` may steer training (the plateau
+schedule); `test` is reported, never read by a decision.
 """
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from .data.augment import center_crop, ten_crop
+from .config import PLATEAU_WITHOUT_VALIDATION
+from .errors import ConfigError
+
+TRAIN_CLEAN = "train_clean"   # the eval-mode pass over training images, every epoch
+PLATEAU_MONITOR = "val/acc"   # what optim.schedule=plateau watches: never a test metric
 
 
 def _metrics(num_classes: int, top5: bool) -> MetricCollection:
@@ -54,6 +64,8 @@ class AlexLabModule(pl.LightningModule):
         self.model, self.transform = model, transform
         self.optim_cfg, self.eval_cfg, self.seed, self.max_epochs = optim_cfg, eval_cfg, seed, max_epochs
         self.eval_names = list(eval_names)
+        # Lightning's validation loaders, in order (AlexDataModule.validation_names): train_clean is not one
+        self.validation_names = [n for n in self.eval_names if n != TRAIN_CLEAN]
         self.channels_last = channels_last
         # kept out of the submodule registry, so checkpoints hold `model.*` once and a run
         # resumes whether or not model.compile is set
@@ -78,10 +90,11 @@ class AlexLabModule(pl.LightningModule):
             seed_device(x.device, step_seed(self.seed, self.global_step) + self.global_rank)
             x = self.transform.train_batch(x)
         else:
-            x = self.transform.eval_view(x)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+            x = self.transform.eval_view(x)  # centre crop or the 10 patches: validation_step
+        return self._memory_format(x), y
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- steps -----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -96,13 +109,34 @@ class AlexLabModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         view, y = batch
-        name = self.eval_names[dataloader_idx]
+        self._evaluate_batch(self.validation_names[dataloader_idx], view, y)
+
+    def _evaluate_batch(self, name: str, view: torch.Tensor, y: torch.Tensor) -> None:
         logits = self(center_crop(view, self.transform.image_size))
         self._update(self.eval_metrics[name], logits, y)
         if name == "test" and self.ten_crop:
             # log of the mean softmax over the 10 patches, without log(0) when a probability underflows
             log_probs = torch.stack([F.log_softmax(self(c).float(), -1) for c in ten_crop(view, self.transform.image_size)])
             self._update(self.ten_crop_metrics, log_probs.logsumexp(0) - math.log(log_probs.shape[0]), y)
+
+    def evaluate_train_clean(self) -> None:
+        """The training error in eval mode (no dropout, no augmentation) on the fixed train_clean
+        sample, run at the end of every epoch (EpochRecorder calls it before writing the row): the
+        paper's Figure 1 is a per-epoch curve, and Lightning's validation loop runs only every
+        eval.every_n_epochs. Same precision context as Lightning's validation step, same view and
+        memory format; it draws no random numbers, so a resumed run replays it exactly."""
+        if TRAIN_CLEAN not in self.eval_metrics:
+            return
+        loader = self.trainer.datamodule.train_clean_dataloader()
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad(), self.trainer.precision_plugin.val_step_context():
+                for x, y in loader:
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    self._evaluate_batch(TRAIN_CLEAN, self._memory_format(self.transform.eval_view(x)), y)
+        finally:
+            self.train(was_training)
 
     @staticmethod
     def _update(metrics: MetricCollection, logits: torch.Tensor, y: torch.Tensor) -> None:
@@ -128,10 +162,27 @@ class AlexLabModule(pl.LightningModule):
             metrics.reset()
         if "train_clean/acc" in row and "test/acc" in row:
             row["gap"] = row["train_clean/acc"] - row["test/acc"]
-        for key in ("train/acc", "test/acc", "gap"):
-            if key in row:  # progress bar and plateau scheduler; loggers get the row from the recorder
+        for key in ("train/acc", PLATEAU_MONITOR, "test/acc", "gap"):
+            if key in row:  # progress bar; loggers get the row from the recorder
                 self.log(key, row[key], logger=False, prog_bar=True, sync_dist=False)
+        if PLATEAU_MONITOR in row:
+            self._step_plateau(row[PLATEAU_MONITOR])
         return row
+
+    def _step_plateau(self, val_acc: float) -> None:
+        """Step ReduceLROnPlateau here, as the epoch's row is made, so the last.ckpt written right
+        after holds the stepped state. Lightning steps plateau schedulers only after
+        on_train_epoch_end (where EpochRecorder writes last.ckpt) and skips that step when it
+        resumes from such a checkpoint: a resumed run would lose one step. Lightning's own call
+        is therefore a no-op (lr_scheduler_step)."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.reduce_on_plateau:
+                config.scheduler.step(val_acc)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return  # stepped by _step_plateau, before the epoch's checkpoint
+        super().lr_scheduler_step(scheduler, metric)
 
     # -- optimiser -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -145,9 +196,13 @@ class AlexLabModule(pl.LightningModule):
         elif o.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
         else:  # plateau: the paper's "divide by 10 when the validation error stops improving"
+            if "val" not in self.eval_names:
+                raise ConfigError(PLATEAU_WITHOUT_VALIDATION)
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=o.gamma,
                                                                    patience=o.patience)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "test/acc",
+            # stepped by _step_plateau on evaluation epochs; "monitor" is what Lightning requires of a
+            # plateau scheduler (strict=False: it looks for val/acc and skips the epochs without one)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": PLATEAU_MONITOR,
                                                              "interval": "epoch", "strict": False}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 

@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import validate
+from .curves import TRAIN_ERROR_COLUMN, epochs_to_error
 from .errors import AlexlabError, CheckpointError, DivergedError
 from .settings import RESULT_NEUTRAL as RERUN_MAY_CHANGE, flatten, ignored
 
@@ -67,6 +68,11 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 _UNKNOWN = object()
+# Keys whose absence from a run folder's config.yaml means that run computed something else than
+# the same settings compute now, so a rerun must neither skip nor resume it. data.subset_seed came
+# with class-stratified samples (before: the first N images), train_clean every epoch and the
+# plateau schedule on a validation split (before: on test/acc).
+ABSENT_BEFORE = {"data.subset_seed": "absent (first-N subsets, plateau on test/acc)"}
 
 
 def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
@@ -99,6 +105,10 @@ def changed_settings(run_dir: Path, cfg: DictConfig) -> list[str]:
             continue
         if now != before[key]:
             changes.append(f"{key}: {before[key]!r} -> {now!r}")
+    for key, meaning in ABSENT_BEFORE.items():
+        now = OmegaConf.select(cfg, key, default=_UNKNOWN)
+        if key not in before and now is not _UNKNOWN:
+            changes.append(f"{key}: {meaning} -> {now!r}")
     return changes
 
 
@@ -112,14 +122,6 @@ def check_checkpoint(path: Path) -> None:
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); "
                               f"rerun with trainer.fresh=true to start this run again") from None
-
-
-def epochs_to_error(rows: list[dict], threshold: float) -> int | None:
-    """First epoch (1-based count) whose as-trained training error is below `threshold`."""
-    for row in rows:
-        if row.get("train/acc") is not None and 1.0 - row["train/acc"] < threshold:
-            return int(row["epoch"]) + 1
-    return None
 
 
 def build(cfg: DictConfig):
@@ -160,6 +162,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*weights_only.*")
+    # plateau: val/acc exists on evaluation epochs only; the schedule is meant to skip the others
+    warnings.filterwarnings("ignore", message=".*ReduceLROnPlateau conditioned on metric val/acc.*")
 
 
 def run(cfg: DictConfig, extra_callbacks=()) -> dict:
@@ -213,7 +217,8 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     summary = {"status": "running", "run_dir": str(run_dir), "name": cfg.name, "ablation": cfg.ablation_name,
                "job": run_dir.name, "seed": cfg.seed, "model": cfg.model.name, "data": cfg.data.name,
-               "num_parameters": count_parameters(net), "num_train": dm.num_train, "num_test": dm.num_test,
+               "num_parameters": count_parameters(net), "num_classes": dm.num_classes, "num_train": dm.num_train,
+               "num_val": dm.num_val, "num_train_clean": dm.train_clean_size(), "num_test": dm.num_test,
                "resumed_from": str(resume) if resume else None, "git_sha": git_sha(), "versions": package_versions()}
     write_json(summary_path, summary)
 
@@ -247,7 +252,9 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict:
         rows = read_metrics_csv(recorder.csv_path)
         summary.update(status=status, error=error, wall_time_s=round(time.time() - start, 2), epochs=len(rows),
                        final=rows[-1] if rows else {}, **_best(rows),
-                       epochs_to_train_error=epochs_to_error(rows, cfg.eval.error_threshold),
+                       # eval-mode train_clean/acc (every epoch), never the as-trained train/acc
+                       epochs_to_train_error=epochs_to_error([(r["epoch"], r.get(TRAIN_ERROR_COLUMN)) for r in rows],
+                                                             cfg.eval.error_threshold),
                        error_threshold=cfg.eval.error_threshold)
         if trainer.is_global_zero:
             write_json(summary_path, summary)
@@ -275,12 +282,14 @@ def print_summary(summary: dict) -> None:
 
     final = summary.get("final", {})
     table = Table(title=f"{summary['name']} / {summary['job']}: {summary['status']}", show_header=False)
-    for key in ("train/acc", "train_clean/acc", "test/acc", "test/acc_top5", "test/acc_10crop", "gap"):
+    for key in ("train/acc", "train_clean/acc", "val/acc", "test/acc", "test/acc_top5", "test/acc_10crop", "gap"):
         if final.get(key) is not None:
             table.add_row(key, f"{final[key]:.4f}")
     table.add_row("best test/acc (epoch)", f"{summary['best_test_acc']:.4f} ({summary['best_epoch']})"
                   if summary.get("best_test_acc") is not None else "-")
-    table.add_row("epochs to train error < " + str(summary["error_threshold"]), str(summary["epochs_to_train_error"]))
+    reached = summary["epochs_to_train_error"]
+    table.add_row(f"epochs to train_clean error < {summary['error_threshold']}",
+                  f"{reached:.2f}" if reached is not None else "not reached")
     table.add_row("parameters", f"{summary['num_parameters']:,}")
     table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
     table.add_row("run folder", summary["run_dir"])

@@ -4,6 +4,10 @@ Small sets (fashion_mnist, cifar10, synthetic) are held whole as uint8 tensors, 
 device when `data.on_device` allows; a batch is an index into them, so there are no workers and
 no per-image Python. Image folders are decoded by DataLoader workers to uint8 256x256. Either
 way augmentation happens later, batched, in `augment.BatchTransform` on the training device.
+
+Which images train, validate and evaluate is fixed by `splits.make_splits` (class-stratified,
+seeded by data.subset_seed alone): the training subset, the validation split (data.val_size),
+the train_clean sample (evaluated every epoch) and the test subset.
 """
 from __future__ import annotations
 
@@ -14,11 +18,11 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from ..callbacks import atomic_write_text
 from ..errors import AlexlabError, DataError
-from . import sources
+from . import sources, splits
 from .augment import BatchTransform
 
 IMAGENET_PCA = {  # fb.resnet.torch's values for [0, 1] pixels (PAPER.md)
@@ -88,6 +92,7 @@ class AlexDataModule(pl.LightningDataModule):
         super().__init__()
         self.cfg, self.eval_cfg, self.seed, self.data_dir = data_cfg, eval_cfg, seed, data_dir
         self._loaded = False
+        self._clean_loader: DataLoader | None = None
 
     # -- loading -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -116,15 +121,15 @@ class AlexDataModule(pl.LightningDataModule):
         if loaded is not None:
             self.train_x, self.train_y, self.test_x, self.test_y, self.classes = loaded
             self.in_channels, self.stored_size = self.train_x.shape[1], self.train_x.shape[-1]
-        n_train = len(self.folder["train"]) if self.folder else len(self.train_x)
-        n_test = len(self.folder["test"]) if self.folder else len(self.test_x)
-        if cfg.train_subset is not None and cfg.train_subset > n_train:
-            raise DataError(f"data.train_subset={cfg.train_subset} is larger than the {n_train} training images of {cfg.name}")
-        self.num_train = cfg.train_subset or n_train
-        self.num_test = min(cfg.test_subset or n_test, n_test)
-        if self.folder is None:  # fixed subsets: the first N images
-            self.train_x, self.train_y = self.train_x[:self.num_train], self.train_y[:self.num_train]
-            self.test_x, self.test_y = self.test_x[:self.num_test], self.test_y[:self.num_test]
+        self.splits = self._draw_splits()
+        self.num_train, self.num_val, self.num_test = (len(self.splits.train), len(self.splits.val),
+                                                       len(self.splits.test))
+        if self.folder is None:  # the samples, held as tensors; the full sets are let go
+            full_x, full_y = self.train_x, self.train_y
+            self.train_x, self.train_y = full_x[self.splits.train], full_y[self.splits.train]
+            self.val_x, self.val_y = full_x[self.splits.val], full_y[self.splits.val]
+            self.clean_x, self.clean_y = full_x[self.splits.train_clean], full_y[self.splits.train_clean]
+            self.test_x, self.test_y = self.test_x[self.splits.test], self.test_y[self.splits.test]
         self.num_classes = len(self.classes)
         self.image_size = cfg.image_size or (227 if cfg.name == "imagefolder" else self.stored_size)
         padding = cfg.crop_padding if self.stored_size <= 64 else 0  # large images crop inside the 256 square
@@ -136,8 +141,28 @@ class AlexDataModule(pl.LightningDataModule):
                                         self.stats["eigval"], self.stats["eigvec"], cfg.pca_std)
         self._loaded = True
 
+    def _draw_splits(self) -> splits.Splits:
+        """The fixed, class-stratified samples (splits.py), after checking that the sizes asked for fit."""
+        cfg = self.cfg
+        in_memory = self.folder is None
+        train_labels = self.train_y if in_memory else self.folder["train"].targets
+        test_labels = self.test_y if in_memory else self.folder["test"].targets
+        n_train = len(train_labels)
+        val = splits.validation_count(cfg.val_size, n_train)
+        if val >= n_train:
+            raise DataError(f"data.val_size={cfg.val_size:g} holds out {val} of the {n_train} training images of "
+                            f"{cfg.name}, leaving none to train on; give a smaller fraction or number of images (0 = none)")
+        if cfg.train_subset is not None and cfg.train_subset > n_train - val:
+            held = f" less the {val} held out by data.val_size={cfg.val_size:g} (at most {n_train - val})" if val else ""
+            raise DataError(f"data.train_subset={cfg.train_subset} is larger than the {n_train} training images "
+                            f"of {cfg.name}{held}")
+        return splits.make_splits(train_labels, test_labels, val_count=val, train_size=cfg.train_subset,
+                                  clean_size=self._train_clean_size_asked(), test_size=cfg.test_subset,
+                                  subset_seed=cfg.subset_seed)
+
     def statistics(self) -> dict:
-        """Training-set pixel statistics, computed once and cached in <paths.data>/stats/."""
+        """Pixel statistics of the training subset (never val or test images), computed once and
+        cached in <paths.data>/stats/."""
         stats = self._dataset_statistics()
         if self.cfg.pca == "imagenet" and self.cfg.augment == "crop_flip_pca":
             if self.in_channels != 3:
@@ -147,9 +172,10 @@ class AlexDataModule(pl.LightningDataModule):
         return stats
 
     def _dataset_statistics(self) -> dict:
-        key = f"{self.cfg.name}-{self.num_train}-{self.cfg.root or 'default'}"
-        if self.cfg.name == "synthetic":
-            key += f"-{self.cfg.num_classes}-{self.cfg.channels}-{self.cfg.size}"
+        # which images, not only how many: the subset depends on data.subset_seed and data.val_size
+        key = f"{self.cfg.name}-{self.cfg.root or 'default'}-{splits.fingerprint(self.splits.train)}"
+        if self.cfg.name == "synthetic":  # the generated images depend on how many are drawn
+            key += f"-{self.cfg.num_train}-{self.cfg.num_classes}-{self.cfg.channels}-{self.cfg.size}"
         elif self.cfg.name == "imagefolder":
             key += f"-{self.cfg.resize}"
         path = Path(self.data_dir) / "stats" / f"{self.cfg.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
@@ -160,10 +186,10 @@ class AlexDataModule(pl.LightningDataModule):
                     return cached
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # a damaged or mismatched cache is recomputed
-        if self.folder is not None:
+        if self.folder is not None:  # evenly spaced over the sorted subset: every class in proportion
             train = self.folder["train"]
             step = max(1, self.num_train // STATS_SAMPLE)
-            images = torch.stack([train[i][0] for i in range(0, self.num_train, step)])
+            images = torch.stack([train[int(i)][0] for i in self.splits.train[::step]])
         else:
             images = self.train_x
         stats = pixel_statistics(images)
@@ -201,26 +227,44 @@ class AlexDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
+    def _eval_loader(self, split: str) -> DataLoader:
+        """An evaluation loader (fixed order) over one of the samples: train_clean, val or test."""
+        if self.folder is not None:
+            source = self.folder["test" if split == "test" else "train"]
+            return self._folder_loader(Subset(source, getattr(self.splits, split).tolist()), False)
+        x, y = {"train_clean": (self.clean_x, self.clean_y), "val": (self.val_x, self.val_y),
+                "test": (self.test_x, self.test_y)}[split]
+        return self._tensor_loader(x, y, False)
+
+    def _train_clean_size_asked(self) -> int:
+        return self.eval_cfg.train_clean_size if self.eval_cfg is not None else 2000
+
     def train_clean_size(self) -> int:
-        size = self.eval_cfg.train_clean_size if self.eval_cfg is not None else 2000
-        return min(size, self.num_train)
+        return len(self.splits.train_clean)
 
     def train_dataloader(self):
         if self.folder is not None:
-            subset = torch.utils.data.Subset(self.folder["train"], range(self.num_train))
-            return self._folder_loader(subset, shuffle=True)
+            return self._folder_loader(Subset(self.folder["train"], self.splits.train.tolist()), shuffle=True)
         return self._tensor_loader(self.train_x, self.train_y, shuffle=True)
 
+    def train_clean_dataloader(self) -> DataLoader:
+        """The train_clean sample for the module's every-epoch pass (AlexLabModule.evaluate_train_clean),
+        which runs outside Lightning's validation loop. Not sharded under DDP: every rank evaluates
+        the whole sample with the same weights, so the counts torchmetrics sums over the ranks are
+        the one-device counts times the number of ranks, and the accuracy is exactly the one-device
+        value (a padded DistributedSampler would count a few images twice)."""
+        if self._clean_loader is None:
+            self._clean_loader = self._eval_loader("train_clean")
+        return self._clean_loader
+
     def val_dataloader(self):
-        """[train_clean, test]: a fixed slice of the training subset in eval mode, and the test set."""
-        clean = self.train_clean_size()
-        if self.folder is not None:
-            loaders = [self._folder_loader(torch.utils.data.Subset(self.folder["train"], range(clean)), False),
-                       self._folder_loader(torch.utils.data.Subset(self.folder["test"], range(self.num_test)), False)]
-        else:
-            loaders = [self._tensor_loader(self.train_x[:clean], self.train_y[:clean], False),
-                       self._tensor_loader(self.test_x, self.test_y, False)]
-        return loaders if clean > 0 else loaders[1:]
+        """Lightning's validation loop, every eval.every_n_epochs: the validation split (when
+        data.val_size holds one out) and the test set, in the order of `validation_names()`."""
+        return [self._eval_loader(name) for name in self.validation_names()]
+
+    def validation_names(self) -> list[str]:
+        return (["val"] if self.num_val > 0 else []) + ["test"]
 
     def eval_names(self) -> list[str]:
-        return ["train_clean", "test"] if self.train_clean_size() > 0 else ["test"]
+        """Every evaluated sample: train_clean (every epoch, when not empty), then validation_names()."""
+        return (["train_clean"] if self.train_clean_size() > 0 else []) + self.validation_names()
