@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from alexlab.config import ModelConfig
 from alexlab.data import BatchTransform, pixel_statistics
 from alexlab.models import build_model
-from alexlab.train import conf_dir
+from alexlab.config import conf_dir
 
 # (model preset, stored image px, zero padding px, input px, classes)
 CASES = {"alexnet_small": (32, 4, 32, 10), "alexnet": (256, 0, 227, 1000)}

@@ -57,7 +57,7 @@ def steps(smoke: bool, out: Path) -> list[tuple[str, int, list[list[str]]]]:
         acc = ["trainer.max_epochs=10", "seed=0,1"]  # the preset evaluates every 5 epochs
     big_net = ["--model", "alexnet", "--image-size", "227"] + big
     fast = ["--precision", "bf16-mixed", "--channels-last"] + ([] if smoke else ["--cudnn-benchmark"])
-    train = ["{py} -m alexlab.train", f"paths.runs={out}/runs", f"paths.multirun={out}/multirun", f"paths.data={out}/data",
+    train = ["{py} -m alexlab.cli", f"paths.runs={out}/runs", f"paths.multirun={out}/multirun", f"paths.data={out}/data",
              "trainer.progress_bar=false"]
     if smoke:
         train.append("trainer.accelerator=cpu")

@@ -44,7 +44,7 @@ def lrn_pytorch_ops(x):
 
 
 def lrn_formula(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
-    """PAPER.md Section 3.3 as a direct loop over channels (the reference)."""
+    """docs/PAPER.md (the paper's Section 3.3) as a direct loop over channels (the reference)."""
     channels, b = a.shape[1], torch.empty_like(a)
     for i in range(channels):
         lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)

@@ -44,7 +44,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
 
     import alexlab.config  # noqa: F401  schema and resolvers
-    from alexlab.train import conf_dir
+    from alexlab.config import conf_dir
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
@@ -146,7 +146,7 @@ def hand_round(cfg, device) -> list[dict]:
     o = cfg.optim
     opt = torch.optim.SGD(net.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                           nesterov=o.nesterov)
-    data_device = torch.device("cpu") if str(cfg.data.on_device) == "false" else device
+    data_device = torch.device("cpu") if str(cfg.data.on_device).lower() == "false" else device
     train_x, train_y = dm.train_x.to(data_device), dm.train_y.to(data_device)
     evals = [(dm.clean_x.to(data_device), dm.clean_y.to(data_device)),  # the train_clean sample alexlab evaluates
              (dm.test_x.to(data_device), dm.test_y.to(data_device))]
@@ -198,7 +198,7 @@ def data_pipeline_share(cfg, device, epochs: int = 2) -> dict:
     from alexlab.train import build
 
     dm, net, module = build(cfg)
-    dm._device = lambda: device if str(cfg.data.on_device) != "false" else torch.device("cpu")
+    dm._device = lambda nbytes: device if str(cfg.data.on_device).lower() != "false" else torch.device("cpu")
     module.to(device)
     loader = dm.train_dataloader()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)

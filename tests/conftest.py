@@ -16,7 +16,7 @@ TINY = ["data=synthetic", "data.num_train=96", "data.num_test=48", "data.batch_s
         "trainer.accelerator=cpu", "model.init=default", "optim.lr=0.02"]
 
 
-def compose_cfg(overrides=(), tmp_path: Path | None = None):
+def compose_cfg(overrides=(), tmp_path: Path | None = None, return_hydra: bool = False):
     """The config `alexlab-train <overrides>` would run, composed in-process (no training)."""
     import alexlab.config  # noqa: F401  registers the schema and resolvers
 
@@ -25,12 +25,12 @@ def compose_cfg(overrides=(), tmp_path: Path | None = None):
         extra = [f"paths.runs={tmp_path / 'runs'}", f"paths.multirun={tmp_path / 'multirun'}",
                  f"paths.data={tmp_path / 'data'}", f"paths.run_dir={tmp_path / 'run'}"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides) + extra)
+        return compose(config_name="config", overrides=list(overrides) + extra, return_hydra_config=return_hydra)
 
 
 def run_cli(args, tmp_path: Path, timeout=300, env=None, check=False):
     """`alexlab-train` in a subprocess with paths inside tmp_path."""
-    cmd = [sys.executable, "-m", "alexlab.train", *args, f"paths.runs={tmp_path / 'runs'}",
+    cmd = [sys.executable, "-m", "alexlab.cli", *args, f"paths.runs={tmp_path / 'runs'}",
            f"paths.multirun={tmp_path / 'multirun'}", f"paths.data={tmp_path / 'data'}"]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=full_env)
@@ -46,8 +46,9 @@ def tiny():
 
 @pytest.fixture(autouse=True)
 def no_hydra_state_between_tests():
-    """alexlab-train run in-process (`-m` especially) leaves Hydra's singletons set: a later test's
-    run would think it is a sweep trial (W&B group, ledger). Clear them after every test."""
+    """alexlab-train run in-process (`-m` especially) leaves Hydra's singletons set (mode MULTIRUN,
+    say): a later test's direct `run(cfg)` would think it is a sweep trial (W&B group, ledger).
+    Clear them after every test."""
     yield
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -122,15 +123,3 @@ def imagefolder_root(tmp_path):
                 h, w = int(rng.integers(200, 300)), int(rng.integers(260, 340))
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / f"{i}.png")
     return root
-
-
-@pytest.fixture(autouse=True)
-def no_hydra_state_between_tests():
-    """A test that runs the CLI in-process leaves Hydra's singletons set (mode MULTIRUN, say);
-    the next test's direct `run(cfg)` must not inherit them."""
-    yield
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().cfg = None
-    GlobalHydra.instance().clear()

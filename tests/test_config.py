@@ -1,4 +1,7 @@
 """Every conf/ file composes and validates; bad overrides fail in one line naming the key."""
+import subprocess
+import sys
+
 import pytest
 import yaml
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -146,3 +149,71 @@ def test_cli_bad_override_is_one_line_and_nonzero(override, needle, tmp_path):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("alexlab: error:") and needle in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("COMPLETED"))
+
+
+def test_the_schema_defaults_of_the_model_are_the_networks_own_defaults():
+    """The paper's values live in AlexNet's signature; config.ModelConfig states them for Hydra (it
+    cannot import the network: the CLI would load torch to print --help). They must agree."""
+    import inspect
+
+    from alexlab.config import ModelConfig
+    from alexlab.models.alexnet import TOGGLES, AlexNet
+
+    network = {k: p.default for k, p in inspect.signature(AlexNet).parameters.items() if k in TOGGLES}
+    schema = {k: getattr(ModelConfig(), k) for k in TOGGLES}
+    assert schema == network
+
+
+def test_help_lists_every_toggle_arm_sweep_and_preset_with_examples():
+    proc = subprocess.run([sys.executable, "-m", "alexlab.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    from alexlab.config import HELP_TOGGLES
+    for key in HELP_TOGGLES:
+        assert f"{key}=" in text, key
+    for group in ("ablation", "sweep", "experiment", "model", "data"):
+        options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        assert f"{group}: {', '.join(options)}" in text, group
+    assert "model.activation=     relu | tanh   (default relu)" in text
+    assert text.count("alexlab-train ") >= 4 and "install=bash" in text and len(text.splitlines()) < 60
+
+
+def test_the_folder_name_leaves_out_every_result_neutral_key_but_the_numerics_ones():
+    from alexlab.settings import NAMED_IN_FOLDER, RESULT_NEUTRAL, ignored
+
+    cfg = compose_cfg(return_hydra=True)
+    excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert {"trainer.threads", "paths.data", "logger.wandb.mode", "launcher.n_jobs", "experiment", "name"} <= set(excluded)
+    assert not set(NAMED_IN_FOLDER) & set(excluded)
+    assert all(ignored(k, RESULT_NEUTRAL) or k in ("experiment", "sweep", "launcher", "logger", "name", "hydra.verbose")
+               for k in excluded)
+
+
+def test_downloads_and_statistics_go_to_one_cache_folder_per_user(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALEXLAB_CACHE_DIR", str(tmp_path / "cache"))
+    assert compose_cfg().paths.data == str(tmp_path / "cache" / "data")
+    monkeypatch.delenv("ALEXLAB_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compose_cfg().paths.data == str(tmp_path / "xdg" / "alexlab" / "data")
+
+
+def test_wandb_gets_only_the_keys_that_apply_and_groups_by_sweep_and_experiment():
+    from alexlab.wandb_logger import group_name, plain_config
+
+    real = plain_config(compose_cfg(["experiment=fmnist_quick"]))
+    assert "num_train" not in real["data"] and "resize" not in real["data"] and real["data"]["name"] == "fashion_mnist"
+    synthetic = plain_config(compose_cfg(["data=synthetic"]))
+    assert synthetic["data"]["num_train"] == 512
+    cfg = compose_cfg(["experiment=fmnist_quick", "sweep=one_at_a_time"])
+    assert group_name(cfg, multirun=True) == "one_at_a_time-fmnist_quick"
+    assert group_name(cfg, multirun=False) == "fmnist_quick"
+
+
+def test_the_progress_bar_counts_epochs_from_one():
+    from types import SimpleNamespace
+
+    from alexlab.train import ProgressBar
+
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=25)
+    assert bar._get_train_description(0) == "Epoch 1/25"

@@ -11,7 +11,7 @@ from alexlab.models.lrn import LocalResponseNorm
 
 
 def lrn_by_the_formula(a, n=5, alpha=1e-4, beta=0.75, k=2.0):
-    """PAPER.md, Section 3.3, as a direct loop over channels."""
+    """docs/PAPER.md (the paper's Section 3.3), as a direct loop over channels."""
     N = a.shape[1]
     b = torch.empty_like(a)
     for i in range(N):

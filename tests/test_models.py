@@ -8,6 +8,9 @@ import torch.nn.functional as F
 from alexlab.models import VARIANTS, AlexNet, Variant, build_model, count_parameters, list_variants, register_variant
 
 TOGGLES = list(itertools.product(["relu", "tanh"], ["overlapping", "non_overlapping"], [True, False], [0.0, 0.5]))
+# every registered variant at the size it was designed for; small ones also at Fashion-MNIST's 28 px
+SIZES = [(name, size) for name in list_variants()
+         for size in sorted({VARIANTS[name].image_size} | ({28} if VARIANTS[name].image_size <= 64 else set()))]
 
 
 def tiny_model(name, activation="relu", pooling="overlapping", lrn=True, dropout=0.5, **kw):
@@ -16,13 +19,14 @@ def tiny_model(name, activation="relu", pooling="overlapping", lrn=True, dropout
     return build_model(cfg, kw.pop("num_classes", 7), kw.pop("in_channels", 1), kw.pop("image_size", 28))
 
 
-@pytest.mark.parametrize("name", ["alexnet_small", "convnet4"])
+@pytest.mark.parametrize("name,image_size", SIZES)
 @pytest.mark.parametrize("activation,pooling,lrn,dropout", TOGGLES)
-@pytest.mark.parametrize("in_channels,image_size", [(1, 28), (3, 32)])
-def test_every_small_variant_and_toggle_trains(name, activation, pooling, lrn, dropout, in_channels, image_size):
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_every_variant_and_toggle_trains(name, image_size, activation, pooling, lrn, dropout, in_channels):
     torch.manual_seed(0)
     model = build_model({"name": name, "activation": activation, "pooling": pooling, "lrn": lrn, "dropout": dropout,
-                         "width": 0.125, "init": "default"}, num_classes=7, in_channels=in_channels, image_size=image_size)
+                         "width": 0.0625 if image_size > 64 else 0.125, "init": "default"},
+                        num_classes=7, in_channels=in_channels, image_size=image_size)
     x, y = torch.randn(4, in_channels, image_size, image_size), torch.randint(0, 7, (4,))
     out = model(x)
     assert out.shape == (4, 7)

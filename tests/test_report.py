@@ -24,7 +24,7 @@ from alexlab.report.analysis import (CONTRADICTED, INCONCLUSIVE, NOT_RUN, REPROD
                                      size_vs_paper)
 from alexlab.report.claims import CLAIMS
 from alexlab.report.cli import main
-from alexlab.report.load import ReportError
+from alexlab.report.runs import ReportError
 from alexlab.report.render import markdown, print_console, verdict_style
 from alexlab.report.stats import SIGN_FLIP, SIGN_TEST, T_TEST
 

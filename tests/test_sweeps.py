@@ -25,12 +25,13 @@ from omegaconf import OmegaConf
 
 from alexlab.config import job_name, validate
 from alexlab.errors import ConfigError
-from alexlab.sweep import DevicePool, Ledger, finished_before, short_names
+from alexlab.run_folder import finished_summary
+from alexlab.sweep import DevicePool, Ledger, short_names
 from conftest import CONF, REPO, TINY
 from hydra_plugins.alexlab_launcher.launcher import prepare_trials
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-PAPER_SWEEPS = {"one_at_a_time": 18, "factorial": 96, "relu_vs_tanh": 8, "dropout": 12, "pooling": 6, "lrn": 6,
+PAPER_SWEEPS = {"one_at_a_time": 21, "factorial": 96, "relu_vs_tanh": 8, "dropout": 12, "pooling": 6, "lrn": 6,
                 "augment": 9, "seeds": 5}
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()} | {"hydra/launcher"}
 SWEEP_TINY = [a for a in TINY if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
@@ -51,7 +52,8 @@ def header_commands(name: str) -> list[list[str]]:
 
 def jobs_of(args: list[str]) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper expands hydra.sweeper.params and `args`."""
-    parser = OverridesParser.create()
+    # with Hydra's config loader, as the sweeper has it: glob(...) sweeps list a config group's options
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     fixed = [o.input_line for o in parser.parse_overrides(args) if not o.is_sweep_override()]
     cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + list(args)
@@ -197,7 +199,7 @@ def test_short_names_drop_what_every_trial_shares():
 
 # ---------------------------------------------------------------------------- real multiruns
 def cli(args, tmp_path, **kw):
-    return [sys.executable, "-m", "alexlab.train", "-m", *args, f"paths.multirun={tmp_path / 'multirun'}",
+    return [sys.executable, "-m", "alexlab.cli", "-m", *args, f"paths.multirun={tmp_path / 'multirun'}",
             f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}"], {
         "cwd": tmp_path, "env": {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}, **kw}
 
@@ -299,7 +301,7 @@ def test_out_of_memory_is_retried_then_failed_without_touching_the_other_trials(
     import torch
     from hydra.core.global_hydra import GlobalHydra
 
-    from alexlab import sweep, train
+    from alexlab import cli, sweep
     from alexlab.module import AlexLabModule
 
     calls: dict = {}
@@ -312,7 +314,7 @@ def test_out_of_memory_is_retried_then_failed_without_touching_the_other_trials(
         return step(self, batch, batch_idx)
 
     monkeypatch.setattr(AlexLabModule, "training_step", oom_for_some_seeds)
-    monkeypatch.setattr(train, "FAILURES", [])
+    monkeypatch.setattr(cli, "FAILURES", [])
     monkeypatch.setattr(sweep, "SWEEP_FAILURES", [])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.chdir(tmp_path)
@@ -321,7 +323,7 @@ def test_out_of_memory_is_retried_then_failed_without_touching_the_other_trials(
     GlobalHydra.instance().clear()
     try:
         with pytest.raises(SystemExit) as exit_:
-            train.main()
+            cli.main()
     finally:
         GlobalHydra.instance().clear()
     assert exit_.value.code == 2
@@ -357,7 +359,7 @@ def test_an_invalid_value_in_one_arm_refuses_the_sweep_before_any_trial_starts(t
 
 def run_in_process(args, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
     """`alexlab-train -m <args>` in this process (faster than a subprocess; what a user sees on stderr)."""
-    from alexlab import train
+    from alexlab import cli
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.chdir(tmp_path)
@@ -366,7 +368,7 @@ def run_in_process(args, tmp_path, monkeypatch, capsys) -> tuple[int, str]:
     GlobalHydra.instance().clear()
     try:
         with pytest.raises(SystemExit) as exit_:
-            train.main()
+            cli.main()
     finally:
         GlobalHydra.instance().clear()
     return exit_.value.code, capsys.readouterr().err
@@ -416,7 +418,7 @@ def test_submitit_local_executor_runs_a_trial_through_the_slurm_code_path(tmp_pa
     assert proc.returncode == 0, err[-3000:]
     sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
     (row,) = report(sweep_dir).values()
-    assert row["outcome"] == "completed" and finished_before(Path(row["run_dir"]))
+    assert row["outcome"] == "completed" and finished_summary(Path(row["run_dir"]))
     ledger = json.loads((sweep_dir / "sweep_ledger.json").read_text())
     assert next(iter(ledger["trials"].values()))["pid"] != proc.pid  # ran in submitit's own process
     assert list((sweep_dir / ".submitit").glob("*/*_result.pkl"))
@@ -429,3 +431,18 @@ def test_slurm_launcher_without_slurm_says_so_in_one_line(tmp_path):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "launcher=slurm needs SLURM's sbatch" in line and "launcher=gpu_pool" in line
+
+
+def test_every_list_of_arm_names_is_the_ablation_folder():
+    """conf/ablation/ is the one list of arms: the sweeps glob it, the report's headings and claims
+    name only arms it holds, and the W&B sweep file (W&B cannot glob) lists the same arms."""
+    from alexlab.report.claims import CLAIMS, TRICKS
+
+    arms = {p.stem for p in (CONF / "ablation").glob("*.yaml")}
+    assert set(TRICKS) | {"paper"} == arms
+    assert {c.ablation for c in CLAIMS} <= arms
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        swept = {a for job in jobs_of(["sweep=one_at_a_time", "seed=0"]) for a in job if a.startswith("ablation=")}
+    assert swept == {f"ablation={a}" for a in arms - {"one_column"}}  # one_column needs a two-column preset
+    wandb = OmegaConf.load(REPO / "sweeps" / "wandb" / "one_at_a_time.yaml")
+    assert set(wandb.parameters.ablation["values"]) == arms - {"one_column"}

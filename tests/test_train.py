@@ -50,8 +50,33 @@ def test_cli_run_writes_the_whole_run_folder(tmp_path):
     resolved = (run_dir / "config.yaml").read_text()
     assert "activation: tanh" in resolved and "lrn: false" in resolved and "${" not in resolved
     assert "test/acc" in proc.stdout  # the one-screen summary
+    assert re.search(r"alexlab: epoch 1 of 2 took \d+ s; about \d+ s to go \(ends about \d\d:\d\d\)", proc.stdout)
+    assert not list(run_dir.glob("*.log")), "no (empty) log file beside the run's own records"
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1
+
+
+def test_an_extra_callback_is_built_from_its_target_and_a_long_folder_name_is_shortened_stably(tmp_path):
+    from alexlab.config import job_name
+
+    from pytorch_lightning.callbacks import Timer
+
+    from alexlab.callbacks import EpochRecorder
+    from alexlab.train import make_trainer
+
+    extra = ["+callbacks.timer._target_=pytorch_lightning.callbacks.Timer", "+callbacks.timer.duration=00:01:00:00",
+             "model.lrn_alpha=0.0001", "model.lrn_beta=0.75", "seed=3"]
+    trainer = make_trainer(compose_cfg(TINY + extra, tmp_path), tmp_path, EpochRecorder(tmp_path), [])
+    (timer,) = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert timer._duration == 3600  # built from its _target_ with its argument
+    assert len(",".join(sorted(TINY + extra)).encode()) > 255  # longer than a file name may be
+    run_cli(TINY + extra, tmp_path, check=True)
+    run_dir = only_run(tmp_path)
+    assert "pytorch_lightning.callbacks.Timer" in (run_dir / "config.yaml").read_text()
+    # the name keeps whole overrides and a hash of all of them
+    assert len(run_dir.name.encode()) <= 255 and re.fullmatch(r".*,[^,~]+~[0-9a-f]{12}", run_dir.name)
+    names = {job_name(",".join(f"k{i}=v{i}" for i in range(n))) for n in (60, 61)}
+    assert len(names) == 2 and all(len(n.encode()) <= 255 for n in names)
 
 
 def test_warmup_ramps_the_lr_by_step_and_the_lr_column_shows_each_epochs_first_step(tmp_path):
@@ -173,7 +198,7 @@ def test_a_plateau_run_killed_after_an_epoch_resumes_to_the_numbers_of_an_unbrok
 def test_a_run_folder_from_before_stratified_samples_is_neither_skipped_nor_resumed(tmp_path):
     from omegaconf import OmegaConf
 
-    from alexlab.train import changed_settings
+    from alexlab.run_folder import changed_settings
 
     cfg = compose_cfg(TINY, tmp_path)
     for folder in ("old", "now"):

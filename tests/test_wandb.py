@@ -275,7 +275,7 @@ def test_multirun_starts_one_wandb_run_per_trial(wandb_env):
     for run_dir in run_dirs:
         (records,) = offline_runs(run_dir)
         (meta,) = of_type(records, "run")
-        assert (meta.run_group, meta.display_name, meta.job_type) == ("wbtest", run_dir.name, "paper")
+        assert (meta.run_group, meta.display_name, meta.job_type) == ("wbtest-default", run_dir.name, "paper")
         seed = json.loads((run_dir / "summary.json").read_text())["seed"]
         assert f"seed:{seed}" in meta.tags and len(history(records)) == 1
         assert [e.exit_code for e in of_type(records, "exit")] == [0]
@@ -287,7 +287,7 @@ def test_multirun_starts_one_wandb_run_per_trial(wandb_env):
 def test_ctrl_c_still_finishes_the_wandb_run(wandb_env):
     tmp_path = wandb_env
     args = [*TINY, *WANDB, "trainer.max_epochs=200", "data.num_train=256"]
-    cmd = [sys.executable, "-m", "alexlab.train", *args, f"paths.runs={tmp_path / 'runs'}", f"paths.data={tmp_path / 'data'}"]
+    cmd = [sys.executable, "-m", "alexlab.cli", *args, f"paths.runs={tmp_path / 'runs'}", f"paths.data={tmp_path / 'data'}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120

@@ -17,22 +17,7 @@ import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from .errors import AlexlabError, DivergedError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:  # disk full, read-only folder: the old file stays whole, the partial one goes
-        tmp.unlink(missing_ok=True)
-        raise AlexlabError(f"cannot write {path} ({err.strerror or err}); free disk space or point paths.runs / "
-                           "paths.multirun at a writable folder, then rerun the same command") from None
+from .run_folder import CHECKPOINT, METRICS, atomic_write_text, read_metrics_csv
 
 
 log = logging.getLogger(__name__)
@@ -100,13 +85,6 @@ class BackgroundCheckpointIO(TorchCheckpointIO):
                 self._executor = None
 
 
-def read_metrics_csv(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 class EpochRecorder(pl.Callback):
     """Each epoch: time it, have the module evaluate train_clean (every epoch, in eval mode:
     `AlexLabModule.evaluate_train_clean`), collect the module's metrics, append one row to
@@ -117,10 +95,11 @@ class EpochRecorder(pl.Callback):
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.csv_path = self.run_dir / "metrics.csv"
-        self.ckpt_path = self.run_dir / "checkpoints" / "last.ckpt"
+        self.csv_path = self.run_dir / METRICS
+        self.ckpt_path = self.run_dir / CHECKPOINT
         self.checkpoint_io = BackgroundCheckpointIO()
         self.rows: list[dict] = []
+        self.estimated = False  # the expected end is printed once, after the first epoch this process trains
 
     def on_train_start(self, trainer, pl_module) -> None:
         # resumed: keep the rows of the epochs the checkpoint holds
@@ -154,6 +133,10 @@ class EpochRecorder(pl.Callback):
             self._write_csv()
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=trainer.current_epoch)
+            if not self.estimated:
+                print(f"alexlab: {expected_end(trainer.current_epoch, trainer.max_epochs, row['epoch_time_s'])}",
+                      flush=True)
+                self.estimated = True
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(self.ckpt_path)  # waits for the previous epoch's write first
 
@@ -171,6 +154,20 @@ class EpochRecorder(pl.Callback):
         for row in self.rows:
             writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
         atomic_write_text(self.csv_path, buf.getvalue())
+
+
+def expected_end(epoch: int, max_epochs: int, epoch_time_s: float) -> str:
+    """'epoch 1 of 90 took 2 min 25 s; about 3 h 35 min to go (ends about 15:42)'."""
+    left = (max_epochs - epoch - 1) * epoch_time_s
+    ends = time.strftime("%H:%M", time.localtime(time.time() + left))
+    return (f"epoch {epoch + 1} of {max_epochs} took {duration(epoch_time_s)}; "
+            + (f"about {duration(left)} to go (ends about {ends})" if left > 0 else "that was the last"))
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h} h {m} min" if h else f"{m} min {s} s" if m else f"{s} s"
 
 
 class DivergenceGuard(pl.Callback):

@@ -7,15 +7,18 @@ in one line that names the key and what is valid.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import os
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .settings import NAMED_IN_FOLDER, RESULT_NEUTRAL, cache_root, get, ignored
 
 
 @dataclass
@@ -60,7 +63,7 @@ class DataConfig:
                                    # so all arms and seeds of a sweep see the same images; >= 0
     batch_size: int = 128          # images per step (paper 128)
     num_workers: int = 0           # DataLoader workers; in-memory sets need none
-    on_device: str = "auto"        # auto | true | false: keep the uint8 training set on the training device
+    on_device: str = "auto"        # in-memory sets on the training device: auto (if it fits) | true (always, or fail) | false
     # synthetic data (tests, benchmarks)
     num_train: int = 512
     num_test: int = 128
@@ -121,7 +124,6 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
-    csv: bool = True               # always on: metrics.csv in the run folder
     tensorboard: bool = False
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -138,7 +140,7 @@ class LauncherConfig:
 class PathsConfig:
     runs: str = "runs"             # single runs: <runs>/<experiment>/<job name>
     multirun: str = "multirun"     # sweeps: <multirun>/<sweep>/<experiment>/<job name>
-    data: str = "data"             # downloads and cached statistics
+    data: str = "${alexlab.cache:data}"  # downloads and cached statistics: one per user (settings.cache_root)
     run_dir: str = ""              # set by Hydra at run time; blank outside Hydra
 
 
@@ -156,18 +158,19 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # extra Lightning callbacks, each `{name: {_target_: <class>, <argument>: <value>, ...}}` and
+    # built with hydra.utils.instantiate: +callbacks.lr._target_=pytorch_lightning.callbacks.LearningRateMonitor
+    callbacks: Dict[str, Any] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(name="alexlab_schema", node=Config)
 
+# Allowed values of the keys whose values are not someone else's table (the model's toggles and
+# data.augment take theirs from the code that builds them: `choices()`).
 CHOICES = {
-    "model.activation": ("relu", "tanh"),
-    "model.pooling": ("overlapping", "non_overlapping"),
-    "model.init": ("paper", "kaiming", "default"),
     "model.groups": (1, 2),
     "data.name": ("fashion_mnist", "cifar10", "imagefolder", "synthetic"),
-    "data.augment": ("none", "crop_flip", "crop_flip_pca"),
-    "data.on_device": ("auto", "true", "false"),
+    "data.on_device": ("auto", "true", "false"),  # compared in lower case: the command line's true is 'True' here
     "data.pca": ("dataset", "imagenet"),
     "optim.name": ("sgd",),
     "optim.schedule": ("none", "step", "plateau", "cosine"),
@@ -210,12 +213,24 @@ RANGES = {
 
 POSITIVE_OR_NULL = ("data.train_subset", "data.test_subset")
 
+# keys that mean something for one data set only (W&B's run config leaves them out elsewhere)
+ONLY_FOR = {"synthetic": ("data.num_train", "data.num_test", "data.channels", "data.num_classes", "data.size"),
+            "imagefolder": ("data.resize",)}
 
-def select(cfg, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part] if isinstance(node, dict) else getattr(node, part)
-    return node
+
+def inapplicable(cfg) -> list[str]:
+    """The keys of ONLY_FOR that do not apply to cfg's data set."""
+    return [k for name, keys in ONLY_FOR.items() if name != get(cfg, "data.name") for k in keys]
+
+
+def choices() -> dict[str, tuple]:
+    """CHOICES plus the values the model and the augmentation implement, read from their tables.
+    (Imported here, when a config is validated, so that the CLI's start and --help need no torch.)"""
+    from .data.augment import AUGMENTS
+    from .models.alexnet import ACTIVATIONS, INITS, POOLING_OVERLAPS, list_variants
+
+    return {**CHOICES, "model.name": tuple(list_variants()), "model.activation": tuple(ACTIVATIONS),
+            "model.pooling": tuple(POOLING_OVERLAPS), "model.init": INITS, "data.augment": AUGMENTS}
 
 
 def check_keys(node, name: str) -> None:
@@ -231,31 +246,45 @@ def check_keys(node, name: str) -> None:
             check_keys(value, f"{name}.{key}")
 
 
+def check_top_level(cfg: DictConfig) -> None:
+    """`+seeds=3` would add a key nothing reads (and train seed 0 under another folder name)."""
+    known = [f.name for f in dataclasses.fields(Config)]
+    for key in cfg.keys():
+        if key not in known and key != "hydra":
+            raise ConfigError(f"{key} is not a key of alexlab's config; valid top-level keys: {', '.join(known)} "
+                              "(a sweep over seeds is -m 'seed=0,1,2'; extra callbacks go under +callbacks.<name>)")
+
+
+def check_callbacks(callbacks) -> None:
+    for name, spec in callbacks.items():
+        if not isinstance(spec, DictConfig) or "_target_" not in spec:
+            raise ConfigError(f"callbacks.{name} is not valid; give its class as "
+                              f"+callbacks.{name}._target_=<module>.<Callback class> (and its arguments beside it)")
+
+
 def validate(cfg) -> None:
     """Raise ConfigError (one line: key, value, what is valid) for the first bad value."""
     if isinstance(cfg, DictConfig):
+        check_top_level(cfg)
         for section in ("model", "data", "optim", "eval", "trainer", "logger", "launcher", "paths"):
             check_keys(cfg[section], section)
-    for key, valid in CHOICES.items():
-        value = select(cfg, key)
-        if isinstance(value, bool) or str(value) not in {str(v) for v in valid}:
+        check_callbacks(cfg.callbacks)
+    for key, valid in choices().items():
+        value = get(cfg, key)
+        if str(value).lower() not in {str(v).lower() for v in valid}:  # the command line's true is 'True' in a str field
             shown = ", ".join(str(v) for v in valid)
             raise ConfigError(f"{key}={value!r} is not valid; choose one of: {shown}")
     for key, (lo, hi, lo_ok, hi_ok) in RANGES.items():
-        value = select(cfg, key)
+        value = get(cfg, key)
         ok = (lo < value or (lo_ok and value == lo)) and (value < hi or (hi_ok and value == hi))
         if not ok:
             interval = f"{'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}"
             raise ConfigError(f"{key}={value!r} is out of range; valid: {interval}")
     for key in POSITIVE_OR_NULL:
-        value = select(cfg, key)
+        value = get(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key}={value!r} is not valid; give a positive number of images or null")
     check_validation_split(cfg.data.val_size, cfg.optim.schedule)
-    from .models import list_variants
-
-    if cfg.model.name not in list_variants():
-        raise ConfigError(f"model.name={cfg.model.name!r} is not valid; choose one of: {', '.join(list_variants())}")
     if cfg.model.groups == 2 and cfg.model.name == "convnet4":
         raise ConfigError("model.groups=2 is not valid for model.name='convnet4'; it has no split columns (use 1)")
     if cfg.model.one_column and cfg.model.groups != 2:
@@ -264,10 +293,13 @@ def validate(cfg) -> None:
     if not valid_devices(cfg.trainer.devices, cfg.trainer.accelerator):
         raise ConfigError(f"trainer.devices={cfg.trainer.devices!r} is not valid; give a count (1, 2, ...), -1 or auto "
                           "for every device, or GPU indices ([0, 1] or '0,1')")
+    if str(cfg.data.on_device).lower() == "true" and cfg.data.name == "imagefolder":
+        raise ConfigError("data.on_device=true is not valid for data.name='imagefolder': its images are decoded per "
+                          "batch by workers; only fashion_mnist, cifar10 and synthetic are held in memory (use auto)")
     if cfg.data.name == "synthetic":
-        for key in ("data.num_train", "data.num_test", "data.channels", "data.num_classes", "data.size"):
-            if select(cfg, key) < 1:
-                raise ConfigError(f"{key}={select(cfg, key)!r} is not valid; give a positive integer")
+        for key in ONLY_FOR["synthetic"]:
+            if get(cfg, key) < 1:
+                raise ConfigError(f"{key}={get(cfg, key)!r} is not valid; give a positive integer")
 
 
 PLATEAU_WITHOUT_VALIDATION = ("optim.schedule=plateau needs a validation split to watch, and data.val_size=0 holds "
@@ -304,11 +336,89 @@ def valid_devices(devices, accelerator: str = "auto") -> bool:
         return False
 
 
+def conf_dir() -> str:
+    """conf/ inside an installed wheel, else the repository's conf/ (editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"alexlab's conf/ folder not found beside {here}")
+
+
+def schema_keys(schema=Config, prefix: str = "") -> list[str]:
+    """Every leaf key of the schema, dotted ('model.lrn', 'logger.wandb.mode', ...)."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        kind = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(kind):
+            keys += schema_keys(type(kind), f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+# config groups that say where/how a run executes (the experiment is the folder's parent level)
+GROUPS_NOT_IN_NAME = ("experiment", "sweep", "launcher", "logger")
+
+
+def folder_name_excludes() -> list[str]:
+    """Command-line overrides left out of a run's folder name: the groups above, `name` (the folder's
+    parent level), Hydra's verbosity, and every result-neutral key except those NAMED_IN_FOLDER.
+    conf/config.yaml's hydra.job.config.override_dirname.exclude_keys reads this list."""
+    neutral = [k for k in schema_keys() if ignored(k, RESULT_NEUTRAL) and k not in NAMED_IN_FOLDER]
+    return [*GROUPS_NOT_IN_NAME, "name", "hydra.verbose", *neutral]
+
+
+# the toggles --help lists, the paper's tricks first
+HELP_TOGGLES = ("model.activation", "model.pooling", "model.lrn", "model.dropout", "data.augment", "model.groups",
+                "model.one_column", "model.width", "model.init", "data.train_subset", "data.val_size",
+                "eval.ten_crop", "optim.lr", "optim.schedule", "trainer.max_epochs", "seed")
+
+
+HELP_TAKES = {"data.train_subset": "a number of images | null (all)",
+              "data.val_size": "0 | a fraction in (0, 1) | a number of images", "seed": "an integer"}
+
+
+def toggle_help() -> str:
+    """--help's toggle lines: key, what it takes (from the allowed values and ranges), and the
+    schema's default, which is the paper's value."""
+    allowed, lines = choices(), []
+    for key in HELP_TOGGLES:
+        default = get(Config(), key)
+        if key in allowed:
+            takes = " | ".join(str(v) for v in allowed[key])
+        elif key in HELP_TAKES:
+            takes = HELP_TAKES[key]
+        elif key in RANGES:
+            lo, hi, lo_ok, hi_ok = RANGES[key]
+            takes = f"{'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}"
+        else:
+            takes = "true | false"
+        lines.append(f"  {key + '=':<22}{takes}   (default {str(default).lower() if isinstance(default, bool) else default})")
+    return "\n".join(lines)
+
+
+FOLDER_NAME_BYTES = 255  # what common file systems allow for one name
+
+
 def job_name(override_dirname: str) -> str:
-    """A run's folder name from its command-line overrides: 'ablation=tanh,seed=3' (or 'default')."""
-    name = override_dirname.replace("/", "_").replace(os.sep, "_")
-    return name or "default"
+    """A run's folder name from its command-line overrides: 'ablation=tanh,seed=3' (or 'default').
+    A name too long for a file system keeps its first whole overrides and ends in '~' and a hash of
+    all of them: stable (the same command finds the same folder) and distinct."""
+    name = override_dirname.replace("/", "_").replace(os.sep, "_") or "default"
+    if len(name.encode()) <= FOLDER_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    head = name.encode()[:FOLDER_NAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    head = head.rsplit(",", 1)[0] if "," in head else head
+    return f"{head}~{digest}"
 
 
 if not OmegaConf.has_resolver("alexlab.job_name"):
     OmegaConf.register_new_resolver("alexlab.job_name", job_name)
+if not OmegaConf.has_resolver("alexlab.cache"):
+    OmegaConf.register_new_resolver("alexlab.cache", lambda sub: str(cache_root() / sub))
+if not OmegaConf.has_resolver("alexlab.toggle_help"):
+    OmegaConf.register_new_resolver("alexlab.toggle_help", toggle_help)
+if not OmegaConf.has_resolver("alexlab.folder_name_excludes"):
+    OmegaConf.register_new_resolver("alexlab.folder_name_excludes", folder_name_excludes)

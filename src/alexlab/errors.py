@@ -1,4 +1,8 @@
 """Errors the command line reports in one line (key or path, and what would be valid)."""
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 
 class AlexlabError(Exception):
@@ -19,3 +23,14 @@ class CheckpointError(AlexlabError):
 
 class DivergedError(AlexlabError):
     """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def say_error(message: str) -> None:
+    """The one line every command prints for an error it reports."""
+    print(f"alexlab: error: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print the one line and end the command with `status` (2: bad input, nothing lost)."""
+    say_error(message)
+    sys.exit(status)

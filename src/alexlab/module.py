@@ -57,7 +57,7 @@ def seed_device(device: torch.device, seed: int) -> None:
 
 
 class AlexLabModule(pl.LightningModule):
-    def __init__(self, model: nn.Module, transform: nn.Module, num_classes: int, optim_cfg, eval_cfg,
+    def __init__(self, *, model: nn.Module, transform: nn.Module, num_classes: int, optim_cfg, eval_cfg,
                  eval_names=("train_clean", "test"), seed: int = 0, max_epochs: int = 90,
                  channels_last: bool = False, compile: bool = False):
         super().__init__()

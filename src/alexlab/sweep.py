@@ -18,9 +18,13 @@ import traceback
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 
-from .errors import AlexlabError, ConfigError, DivergedError
+from . import run_folder
+from .errors import AlexlabError, ConfigError, DivergedError, say_error
+from .run_folder import atomic_write_text
 
 LEDGER = "sweep_ledger.json"
 SUMMARY = "sweep_summary"       # .json and .md beside the ledger
@@ -39,9 +43,6 @@ def first_line(text) -> str:
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -75,8 +76,6 @@ class Ledger:
 
     @contextlib.contextmanager
     def edit(self):
-        from .callbacks import atomic_write_text
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(f".{LEDGER}.lock"), "a") as lock:
             _lock(lock)
@@ -128,26 +127,6 @@ def _unlock(f) -> None:
 
 
 # ---------------------------------------------------------------------------------------- one trial
-def finished_before(run_dir: Path, cfg=None) -> dict | None:
-    """The summary of a trial that needs no rerun: completed, or diverged (a result, not a fault),
-    with the settings of `cfg` (when given; otherwise it runs, and train.run names what changed)."""
-    from .train import COMPLETED, changed_settings
-
-    if cfg is not None and changed_settings(run_dir, cfg):
-        return None
-
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if (Path(run_dir) / COMPLETED).is_file() or summary.get("status") == "diverged":
-        return summary
-    return None
-
-
 def is_oom(err: BaseException) -> bool:
     import torch
 
@@ -158,8 +137,6 @@ def is_oom(err: BaseException) -> bool:
 def run_trial(cfg, run: Callable) -> dict:
     """One trial of a sweep: skip it if finished, retry it on CUDA out-of-memory, and turn every
     other exception into a "failed" ledger entry, so that the next trial always runs."""
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     run_dir, sweep_dir = Path(hc.runtime.output_dir), Path(os.path.abspath(hc.sweep.dir))
     key = str(hc.sweep.subdir)
@@ -167,7 +144,7 @@ def run_trial(cfg, run: Callable) -> dict:
     where = {"run_dir": str(run_dir), "host": socket.gethostname(), "pid": os.getpid(),
              "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
-    done = None if cfg.trainer.fresh else finished_before(run_dir, cfg)
+    done = None if cfg.trainer.fresh else run_folder.finished_summary(run_dir, cfg)
     if done is not None:
         print(f"alexlab: {key}: {done['status']} earlier; skipped (trainer.fresh=true reruns it)")
         ledger.update(key, state=done["status"], skipped=True, error=done.get("error"), **where)
@@ -204,7 +181,7 @@ def run_trial(cfg, run: Callable) -> dict:
                 state = "running"
         break
     if state in ("failed", "diverged"):
-        print(f"alexlab: error: {key}: {error}", file=sys.stderr)
+        say_error(f"{key}: {error}")
     ledger.update(key, state=state, error=error, ended=now())
     return {**summary, "status": summary.get("status", state), "error": error}
 
@@ -269,10 +246,7 @@ def sweep_rows(sweep_dir: Path) -> list[dict]:
     for key in ledger["current"] or sorted(ledger["trials"]):
         entry = ledger["trials"].get(key, {})
         run_dir = Path(entry.get("run_dir") or Path(sweep_dir) / key)
-        summary = None
-        if (run_dir / "summary.json").is_file():
-            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
-                summary = json.loads((run_dir / "summary.json").read_text())
+        summary = run_folder.read_summary(run_dir)
         s, final = summary or {}, (summary or {}).get("final") or {}
         rows.append({"trial": key, "outcome": outcome(entry, summary),
                      "error": first_line(entry.get("error") or s.get("error") or "") or None,
@@ -285,8 +259,6 @@ def sweep_rows(sweep_dir: Path) -> list[dict]:
 
 
 def write_summary(sweep_dir: Path, sweep: str = "", experiment: str = "") -> dict:
-    from .callbacks import atomic_write_text
-
     rows = sweep_rows(sweep_dir)
     counts: dict[str, int] = {}
     for row in rows:
@@ -366,5 +338,5 @@ class SweepCallback(Callback):
         if bad:
             line = (f"sweep {config.sweep_name}: {bad} of {len(report['trials'])} trials failed or did not finish; "
                     f"rerun the same command to retry them (see {SUMMARY}.md)")
-            print(f"alexlab: error: {line}", file=sys.stderr)
+            say_error(line)
             SWEEP_FAILURES.append(line)

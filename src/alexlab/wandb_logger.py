@@ -21,11 +21,13 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from .config import inapplicable
+from .run_folder import FACTS, atomic_write_text
+from .sweep import in_multirun
+
 ID_FILE = "wandb_id"  # the W&B run id of this run folder: a resumed or requeued run continues it
-# DESIGN.md's curves; each is plotted against `epoch` (logged in the same row)
+# metrics.csv's curves (docs/ARCHITECTURE.md, "One run's folder"); each plotted against `epoch`
 CURVES = ("train/*", "train_clean/*", "test/*", "gap", "lr", "epoch_time_s", "images_per_s")
-# values train.run() derives (summary.json) that belong in the W&B config beside the Hydra config
-DERIVED = ("num_parameters", "num_train", "num_test", "git_sha", "versions", "run_dir")
 # end-of-run values that go into the W&B run summary beside the final row
 FINAL = ("status", "error", "epochs", "best_test_acc", "best_epoch", "epochs_to_train_error", "wall_time_s")
 ONLINE_FAILED = False  # set when W&B could not be reached: later runs of this process go offline at once
@@ -64,17 +66,8 @@ def resolve_mode(mode: str) -> str:
     return "online" if has_credentials() else "offline"
 
 
-def is_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
-
 def toggle_tags(cfg) -> list[str]:
-    """DESIGN.md's toggles as filterable tags (activation:tanh, lrn:off, ...), then the user's own."""
+    """The README's toggles as filterable tags (activation:tanh, lrn:off, ...), then the user's own."""
     m, d = cfg.model, cfg.data
     tags = [f"activation:{m.activation}", f"pooling:{m.pooling}", f"lrn:{'on' if m.lrn else 'off'}",
             f"dropout:{float(m.dropout):g}", f"augment:{d.augment}", f"seed:{cfg.seed}"]
@@ -87,10 +80,22 @@ def new_run_id() -> str:
 
 
 def plain_config(cfg) -> dict:
+    """The resolved config without the keys that do not apply to this data set (a CIFAR-10 run has
+    no data.num_train: that is the size of generated synthetic data)."""
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that only resolves inside Hydra: keep it as written
-        return OmegaConf.to_container(cfg, resolve=False)
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in inapplicable(cfg):
+        section, _, leaf = key.rpartition(".")
+        plain.get(section, {}).pop(leaf, None)
+    return plain
+
+
+def group_name(cfg, multirun: bool) -> str:
+    """A sweep's runs are grouped by sweep and experiment (the same sweep on two presets is two
+    groups, never averaged together); a single run by its experiment."""
+    return f"{cfg.sweep_name}-{cfg.name}" if multirun else str(cfg.name)
 
 
 class AlexlabWandbLogger(Logger):
@@ -102,11 +107,11 @@ class AlexlabWandbLogger(Logger):
         self.run_dir = Path(run_dir)
         self.mode = mode
         self.fresh = bool(cfg.trainer.fresh)
-        self.multirun = is_multirun()
+        self.multirun = in_multirun()
         self.log_checkpoints = bool(w.log_checkpoints)
         self.init_kwargs = dict(
             project=w.project, entity=w.entity or None, name=self.run_dir.name,
-            group=cfg.sweep_name if self.multirun else cfg.name, job_type=cfg.ablation_name,
+            group=group_name(cfg, self.multirun), job_type=cfg.ablation_name,
             tags=toggle_tags(cfg), config=plain_config(cfg), dir=str(self.run_dir))
         self.run = None
         self.dead = False  # a W&B call failed: no further W&B calls in this run
@@ -162,7 +167,6 @@ class AlexlabWandbLogger(Logger):
         stored = path.read_text().strip() if path.is_file() and not self.fresh else ""
         run_id = agent_id or stored or new_run_id()
         if run_id != stored:
-            from .callbacks import atomic_write_text
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, run_id + "\n")
         return run_id
@@ -224,7 +228,7 @@ class AlexlabWandbLogger(Logger):
             summary = json.loads(path.read_text()) if path.is_file() else {}
         except (OSError, ValueError):
             summary = {}
-        return {k: summary[k] for k in DERIVED if k in summary}
+        return {k: summary[k] for k in FACTS if k in summary}
 
     @rank_zero_only
     def alexlab_finish(self, summary: dict) -> None:

@@ -113,7 +113,7 @@ def disk_full(match: str, mp, after: int = 0) -> list:
 
     from fsspec.implementations.local import LocalFileOpener
 
-    import alexlab.callbacks as callbacks
+    import alexlab.run_folder as run_folder
 
     seen, failed = [], []
 
@@ -145,7 +145,7 @@ def disk_full(match: str, mp, after: int = 0) -> list:
             fail(self.f.write, self.f.flush, data, self.path)
         return self.f.write(data)
 
-    mp.setattr(callbacks, "open", open_, raising=False)
+    mp.setattr(run_folder, "open", open_, raising=False)
     mp.setattr(LocalFileOpener, "write", write, raising=False)
     return failed
 
@@ -175,14 +175,14 @@ def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from alexlab import sweep, train
+    from alexlab import cli, sweep
 
     argv = ["alexlab-train", *(["-m"] if multirun else []), *paths(tmp_path), *args]
     saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), os.getcwd()
     out, err = io.StringIO(), io.StringIO()
     sys.argv = argv
     os.environ.pop("HYDRA_FULL_ERROR", None)
-    train.FAILURES.clear()
+    cli.FAILURES.clear()
     sweep.SWEEP_FAILURES.clear()
     GlobalHydra.instance().clear()
     code = 0
@@ -195,7 +195,7 @@ def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
             for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
                 warnings.simplefilter("ignore", category)
             try:
-                train.main()
+                cli.main()
             finally:
                 for w in caught:
                     err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
@@ -217,7 +217,7 @@ def start_cli(args, tmp_path: Path, fault: str | None = None, multirun: bool = F
     """`alexlab-train` started in a fresh process (through this file when a fault is armed)."""
     import subprocess
 
-    entry = [__file__] if fault else ["-m", "alexlab.train"]
+    entry = [__file__] if fault else ["-m", "alexlab.cli"]
     cmd = [sys.executable, *entry, *(["-m"] if multirun else []), *paths(tmp_path), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     env.pop("ALEXLAB_FAULT", None)
@@ -296,7 +296,7 @@ def main() -> None:
     else:
         raise SystemExit(f"faults.py: unknown ALEXLAB_FAULT={fault!r}")
     sys.argv[0] = "alexlab-train"
-    from alexlab.train import main as alexlab_main
+    from alexlab.cli import main as alexlab_main
 
     alexlab_main()
 

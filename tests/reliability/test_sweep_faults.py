@@ -1,4 +1,4 @@
-"""The full CPU sweep: the paper's one-at-a-time sweep (six arms, one seed, tiny) in which one arm
+"""The full CPU sweep: the paper's one-at-a-time sweep (every arm but one_column, one seed, tiny) in which one arm
 fails and one diverges; the others complete, the sweep goes on past both and lists them; the
 same command again finishes only the failed arm and touches nothing that had finished."""
 import json
@@ -7,7 +7,8 @@ from conftest import TINY
 from faults import StepFault, cli, poison, raise_, trial_name
 
 SWEEP = [*TINY, "sweep=one_at_a_time", "seed=0"]  # sweeps/one_at_a_time.yaml itself, one seed
-ARMS = ("paper", "tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment")
+# the sweep file's order: glob(*) lists conf/ablation/ by name
+ARMS = ("no_augment", "no_dropout", "no_lrn", "no_overlap", "no_pca", "paper", "tanh")
 
 
 def arm(module=None) -> str:
@@ -37,12 +38,12 @@ def test_one_at_a_time_sweep_with_a_failing_and_a_diverging_arm_then_a_rerun_fin
     assert list(rows) == list(ARMS)  # in the sweep file's order: the arms after the bad ones still ran
     assert {a: r["outcome"] for a, r in rows.items()} == {
         "paper": "completed", "tanh": "diverged", "no_lrn": "failed", "no_overlap": "completed",
-        "no_dropout": "completed", "no_augment": "completed"}
+        "no_dropout": "completed", "no_augment": "completed", "no_pca": "completed"}
     assert rows["tanh"]["error"].startswith("loss is nan at epoch 1, step 4 (batch 1)")
     assert rows["no_lrn"]["error"] == "RuntimeError: injected fault"
     assert all(rows[a]["epochs"] == 2 and rows[a]["test/acc"] is not None for a in ARMS if a not in ("tanh", "no_lrn"))
-    assert "3 completed" not in out and "4 completed, 1 diverged, 1 failed" in out
-    assert err.strip().splitlines()[-1] == ("alexlab: error: sweep one_at_a_time: 1 of 6 trials failed or did not "
+    assert "5 completed, 1 diverged, 1 failed" in out
+    assert err.strip().splitlines()[-1] == ("alexlab: error: sweep one_at_a_time: 1 of 7 trials failed or did not "
                                             "finish; rerun the same command to retry them (see sweep_summary.md)")
     md = (sweep_dir / "sweep_summary.md").read_text()
     assert "| diverged | " in md and "| failed | " in md and "RuntimeError: injected fault" in md
@@ -54,6 +55,6 @@ def test_one_at_a_time_sweep_with_a_failing_and_a_diverging_arm_then_a_rerun_fin
     assert code == 0, err[-3000:]
     assert {a: r["outcome"] for a, r in outcomes(sweep_dir).items()} == {
         "paper": "skipped", "tanh": "diverged", "no_lrn": "completed", "no_overlap": "skipped",
-        "no_dropout": "skipped", "no_augment": "skipped"}
+        "no_dropout": "skipped", "no_augment": "skipped", "no_pca": "skipped"}
     assert steps.calls == {"no_lrn": 6}  # only the failed arm trained (2 epochs x 3 steps), from scratch
     assert {p: m for p, m in finished_files(sweep_dir).items() if p in before} == before  # nothing finished twice

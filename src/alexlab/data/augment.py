@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
+# the paper's centre view and its 10 test patches (four corners, centre, and their mirrors)
+from torchvision.transforms.v2.functional import center_crop, ten_crop
 
 AUGMENTS = ("none", "crop_flip", "crop_flip_pca")  # data.augment
 
@@ -38,20 +40,6 @@ def crop_flip(x: torch.Tensor, size: int, flip: bool = True, generator: torch.Ge
     index = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, size * size)
     out = x.reshape(n, c, h * w).gather(2, index.expand(n, c, size * size))  # ~3x faster than x[b, rows, cols] on CPU
     return out.reshape(n, c, size, size)
-
-
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size]
-
-
-def ten_crop(x: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """The paper's 10 test patches: four corners and the centre, and their mirror images."""
-    h, w = x.shape[-2:]
-    corners = [x[..., :size, :size], x[..., :size, w - size:], x[..., h - size:, :size],
-               x[..., h - size:, w - size:], center_crop(x, size)]
-    return corners + [c.flip(-1) for c in corners]
 
 
 class PCALighting(nn.Module):

@@ -20,17 +20,18 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from ..callbacks import atomic_write_text
 from ..errors import AlexlabError, DataError
+from ..run_folder import atomic_write_text
 from . import sources, splits
 from .augment import BatchTransform
 
-IMAGENET_PCA = {  # fb.resnet.torch's values for [0, 1] pixels (PAPER.md)
+IMAGENET_PCA = {  # fb.resnet.torch's values for [0, 1] pixels (docs/PAPER.md, "PCA lighting")
     "eigval": [0.2175, 0.0188, 0.0045],
     "eigvec": [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]],
 }
 EVAL_BATCH_FACTOR = 4  # small in-memory sets: evaluation batches are this many training batches
 CPU_EVAL_BATCH = 128   # ... on a CPU at most this many images (or one training batch, if larger)
+DEVICE_SHARE = 0.25  # data.on_device=auto: an in-memory set goes to the GPU if it takes at most this share
 STATS_SAMPLE = 2000  # image folders: statistics from this many training images (evenly spaced)
 
 
@@ -201,15 +202,32 @@ class AlexDataModule(pl.LightningDataModule):
         return stats
 
     # -- loaders -------------------------------------------------------------------------
-    def _device(self) -> torch.device:
+    def _device(self, nbytes: int) -> torch.device:
+        """Where an in-memory set of `nbytes` lives: data.on_device=false on the CPU; true on the
+        training device, always; auto there when it takes at most a quarter of the device's free
+        memory (the rest is for the network), else on the CPU."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None or str(self.cfg.on_device) == "false":
+        target = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        mode = str(self.cfg.on_device).lower()
+        if mode == "false":
             return torch.device("cpu")
-        return trainer.strategy.root_device  # auto/true: in-memory sets live where training runs
+        if target.type != "cuda":  # the CPU (or an MPS device): no memory of its own to weigh
+            return target
+        if mode == "auto" and nbytes > DEVICE_SHARE * torch.cuda.mem_get_info(target)[0]:
+            return torch.device("cpu")
+        return target
+
+    def _to(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        try:
+            return t.to(device)
+        except torch.cuda.OutOfMemoryError:
+            raise DataError(f"data.on_device=true: the {self.cfg.name} images ({t.numel() * t.element_size() / 2**30:.1f} "
+                            f"GiB) do not fit on {device}; use data.on_device=auto (keeps them on the CPU "
+                            "when they do not fit) or false") from None
 
     def _tensor_loader(self, x, y, shuffle: bool) -> DataLoader:
-        device = self._device()
-        x, y = x.to(device), y.to(device)
+        device = self._device(x.numel() * x.element_size())
+        x, y = self._to(x, device), self._to(y, device)
         sampler = EpochShuffle(len(x), self.seed) if shuffle else None
         # evaluation keeps no activations for backward: bigger batches, but on a CPU not past
         # 128 images, beyond which activations fall out of cache (alexnet_small: 512 is ~20% slower)

@@ -6,6 +6,7 @@ config toggle reaches the network in a straight line: conf/ -> config.ModelConfi
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import math
 from dataclasses import dataclass, replace
 
@@ -99,6 +100,12 @@ def _pool_out(size: int, overlapping: bool, padded: bool) -> int:
     return math.ceil(size / 2) if padded else size // 2
 
 
+# The values each toggle takes and what each builds: config.validate's allowed values come from here.
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}
+POOLING_OVERLAPS = {"overlapping": True, "non_overlapping": False}  # 3/2 pools overlap, 2/2 do not
+INITS = ("paper", "kaiming", "default")  # see AlexNet.reset_parameters
+
+
 def _scaled(channels: int, width: float, multiple: int) -> int:
     return max(multiple, int(round(channels * width / multiple)) * multiple)
 
@@ -114,9 +121,9 @@ class AlexNet(nn.Module):
         if one_column:  # the single column replaces the two: `groups` no longer applies
             spec, groups = one_column_variant(spec), 1
         image_size = image_size or spec.image_size
-        act = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}[activation]
+        act = ACTIVATIONS[activation]
         self.activation = activation
-        overlapping = {"overlapping": True, "non_overlapping": False}[pooling]
+        overlapping = POOLING_OVERLAPS[pooling]
         if spec.padded_pooling:
             pool = (lambda: nn.MaxPool2d(3, 2, padding=1)) if overlapping else (lambda: nn.MaxPool2d(2, 2, ceil_mode=True))
         else:
@@ -188,23 +195,18 @@ class AlexNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _get(cfg, key, default):
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+# the keywords a model config sets (the rest of AlexNet's signature comes from the data set)
+TOGGLES = tuple(p for p in inspect.signature(AlexNet).parameters
+                if p not in ("variant", "num_classes", "in_channels", "image_size"))
 
 
 def build_model(model_cfg, num_classes: int, in_channels: int, image_size: int) -> AlexNet:
-    """Build a family member from a model config (DictConfig, dataclass or dict; see config.ModelConfig)."""
-    name = _get(model_cfg, "name", "alexnet")
+    """Build a family member from a model config (DictConfig or dict; see config.ModelConfig). Keys
+    the config does not set take AlexNet's own defaults, which are the paper's values."""
+    name = model_cfg.get("name", "alexnet")
     if name not in VARIANTS:
         raise ValueError(f"model.name='{name}' is not a registered variant; choose one of: {', '.join(list_variants())}")
-    kwargs = {key: _get(model_cfg, key, default) for key, default in (
-        ("activation", "relu"), ("pooling", "overlapping"), ("lrn", True), ("dropout", 0.5),
-        ("groups", 1), ("width", 1.0), ("init", "paper"), ("bias_init", 1.0), ("lrn_size", 5),
-        ("lrn_alpha", 1e-4), ("lrn_beta", 0.75), ("lrn_k", 2.0), ("one_column", False))}
+    kwargs = {key: model_cfg[key] for key in TOGGLES if key in model_cfg}
     return AlexNet(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
 
 

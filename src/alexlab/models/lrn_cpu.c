@@ -71,12 +71,33 @@ static void window_sum(const float *rows, float *acc, int64_t c, int64_t C, int6
         for (int64_t j = 0; j < len; j++) acc[j] += rows[cc * BLOCK + j];
 }
 
-/* rows[c][0:len] = x[c][j0:j0+len]^2 for the image starting at x[base] */
-static void squares(const void *x, int64_t base, float *rows, int64_t C, int64_t HW, int64_t j0, int64_t len,
-                    int bf16, float *buf) {
+/* One iteration of an (image, block of positions) loop: where its image starts, its first position
+   and how many positions it holds */
+struct block { int64_t base, j0, len; };
+
+/* Iteration `it`'s block, with rows[c][0:len] = x[c][j0:j0+len]^2 */
+static struct block block_squares(const void *x, int64_t it, int64_t blocks, int64_t C, int64_t HW, float *rows,
+                                  int bf16, float *buf) {
+    struct block b = {(it / blocks) * C * HW, (it % blocks) * BLOCK, 0};
+    b.len = HW - b.j0 < BLOCK ? HW - b.j0 : BLOCK;
     for (int64_t c = 0; c < C; c++) {
-        const float *xc = in_row(x, base + c * HW + j0, len, bf16, buf);
-        for (int64_t j = 0; j < len; j++) rows[c * BLOCK + j] = xc[j] * xc[j];
+        const float *xc = in_row(x, b.base + c * HW + b.j0, b.len, bf16, buf);
+        for (int64_t j = 0; j < b.len; j++) rows[c * BLOCK + j] = xc[j] * xc[j];
+    }
+    return b;
+}
+
+/* y = x * (k + alpha * window sum of x^2)^-beta over one block, channel by channel */
+static void normalise_block(const void *x, void *y, const float *sq, float *acc, struct block b, int64_t C,
+                            int64_t HW, int64_t half, float alpha, float beta, float k, int bf16, float *xbuf,
+                            float *ybuf) {
+    for (int64_t c = 0; c < C; c++) {
+        const int64_t at = b.base + c * HW + b.j0;
+        window_sum(sq, acc, c, C, half, b.len);
+        const float *xc = in_row(x, at, b.len, bf16, xbuf);
+        float *yc = out_row(y, at, bf16, ybuf);
+        for (int64_t j = 0; j < b.len; j++) yc[j] = xc[j] * expf(-beta * logf(k + alpha * acc[j]));
+        out_done(y, at, b.len, bf16, ybuf);
     }
 }
 
@@ -95,17 +116,8 @@ static int nchw_forward(const void *x, void *y, int64_t N, int64_t C, int64_t HW
         #pragma omp for schedule(static)
         for (int64_t it = 0; it < N * blocks; it++) {
             if (!sq) continue;
-            const int64_t j0 = (it % blocks) * BLOCK, len = HW - j0 < BLOCK ? HW - j0 : BLOCK;
-            const int64_t base = (it / blocks) * C * HW;
-            squares(x, base, sq, C, HW, j0, len, bf16, xbuf);
-            for (int64_t c = 0; c < C; c++) {
-                const int64_t at = base + c * HW + j0;
-                window_sum(sq, acc, c, C, half, len);
-                const float *xc = in_row(x, at, len, bf16, xbuf);
-                float *yc = out_row(y, at, bf16, ybuf);
-                for (int64_t j = 0; j < len; j++) yc[j] = xc[j] * expf(-beta * logf(k + alpha * acc[j]));
-                out_done(y, at, len, bf16, ybuf);
-            }
+            const struct block b = block_squares(x, it, blocks, C, HW, sq, bf16, xbuf);
+            normalise_block(x, y, sq, acc, b, C, HW, half, alpha, beta, k, bf16, xbuf, ybuf);
         }
         free(sq);
     }
@@ -126,9 +138,8 @@ static int nchw_backward(const void *x, const void *g, void *dx, int64_t N, int6
         #pragma omp for schedule(static)
         for (int64_t it = 0; it < N * blocks; it++) {
             if (!sq) continue;
-            const int64_t j0 = (it % blocks) * BLOCK, len = HW - j0 < BLOCK ? HW - j0 : BLOCK;
-            const int64_t base = (it / blocks) * C * HW;
-            squares(x, base, sq, C, HW, j0, len, bf16, xbuf);
+            const struct block b = block_squares(x, it, blocks, C, HW, sq, bf16, xbuf);
+            const int64_t base = b.base, j0 = b.j0, len = b.len;
             for (int64_t c = 0; c < C; c++) {  /* p = d^-beta and t = g*a*p/d, per channel */
                 const int64_t at = base + c * HW + j0;
                 window_sum(sq, acc, c, C, half, len);

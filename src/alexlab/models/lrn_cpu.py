@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from ..settings import cache_root
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("lrn_cpu.c")
@@ -174,7 +176,7 @@ def openmp_runtime() -> str | None:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("ALEXLAB_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexlab"
+    root = cache_root()
     for folder in (Path(root), Path(tempfile.gettempdir()) / f"alexlab-{os.getuid() if hasattr(os, 'getuid') else 0}"):
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@
 """
 from .analysis import Analysis, analyse
 from .claims import CLAIMS, METRICS, TRICKS, Claim
-from .load import ReportError, Sweep, load
+from .load import load
+from .runs import ReportError, Sweep
 from .render import print_console, write
 from .stats import holm, paired_interval, paired_p, seeds_needed, times_p
 

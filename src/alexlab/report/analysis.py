@@ -15,7 +15,7 @@ import pandas as pd
 from ..curves import TRAIN_ERROR_COLUMN, epochs_to_error
 from ..settings import RESULT_NEUTRAL, differences
 from .claims import CLAIMS, METRICS, TRICKS
-from .load import REFERENCE, Sweep
+from .runs import REFERENCE, Sweep
 from .stats import SIGN_FLIP, SIGN_TEST, holm, ordered_pairs, paired_interval, seeds_needed, times_p
 
 EFFECT_METRICS = ("test_error", "gap", "test_error_best", "gap_best", "best_epoch", "epochs_ratio")

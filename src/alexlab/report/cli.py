@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from ..errors import fail
 from .analysis import analyse
-from .load import ReportError, load
+from .load import load
+from .runs import ReportError
 from .render import print_console, write
 
 
@@ -46,8 +47,7 @@ def main(argv=None) -> None:
         except OSError as err:
             raise ReportError(f"{out}: cannot write the report there ({err.strerror or err}); use --out DIR") from None
     except ReportError as err:
-        print(f"alexlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
     print_console(analysis, path)
 
 

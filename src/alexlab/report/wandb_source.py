@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .load import ReportError, Sweep, history_frame, nested, runs_frame
+from ..run_folder import FACTS
+from ..settings import get
+from .runs import ReportError, Sweep, history_frame, runs_frame
 
 STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "interrupted",
           "running": "running", "pending": "running", "preempted": "interrupted"}
@@ -16,7 +18,7 @@ STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "kil
 def parse_spec(spec: str) -> tuple[str, str, str]:
     parts = spec[len("wandb:"):].strip("/").split("/")
     if len(parts) != 3 or not all(parts):
-        raise ReportError(f"{spec}: expected wandb:<entity>/<project>/<group> (group = the sweep's name)")
+        raise ReportError(f"{spec}: expected wandb:<entity>/<project>/<group> (group = <sweep>-<experiment>, e.g. one_at_a_time-fmnist_quick)")
     return parts[0], parts[1], parts[2]
 
 
@@ -44,7 +46,6 @@ def load_wandb(spec: str) -> Sweep:
 
 
 def read_wandb_run(run) -> tuple[dict, pd.DataFrame]:
-    from ..wandb_logger import DERIVED  # imports Lightning: paid only when W&B runs are read
     cfg = dict(run.config or {})
     summary = dict(getattr(run, "summary_metrics", None) or getattr(run, "summary", None) or {})
     state = getattr(run, "state", "unknown")
@@ -56,13 +57,13 @@ def read_wandb_run(run) -> tuple[dict, pd.DataFrame]:
     if len(history):
         history = history[[c for c in history.columns if not c.startswith("_")]]
     record = {
-        "run": f"{run.name} ({run.id})", "path": getattr(run, "url", ""), "name": nested(cfg, "name") or "default",
-        "job": run.name, "ablation": nested(cfg, "ablation_name") or getattr(run, "job_type", None),
-        "seed": nested(cfg, "seed"), "status": status, "ok": ok, "reason": reason,
-        "max_epochs": nested(cfg, "trainer.max_epochs"),
-        "error_threshold": nested(cfg, "eval.error_threshold"), "summary": summary,
+        "run": f"{run.name} ({run.id})", "path": getattr(run, "url", ""), "name": get(cfg, "name", None) or "default",
+        "job": run.name, "ablation": get(cfg, "ablation_name", None) or getattr(run, "job_type", None),
+        "seed": get(cfg, "seed", None), "status": status, "ok": ok, "reason": reason,
+        "max_epochs": get(cfg, "trainer.max_epochs", None),
+        "error_threshold": get(cfg, "eval.error_threshold", None), "summary": summary,
         # the resolved config as the run folder's config.yaml holds it: without what train.py derives
         # (git SHA, run folder, ...), which differs between runs that compute the same thing
-        "config": {k: v for k, v in cfg.items() if k not in DERIVED},
+        "config": {k: v for k, v in cfg.items() if k not in FACTS},
     }
     return record, history

@@ -26,7 +26,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexlab.settings import RESULT_NEUTRAL, differences, flatten  # plain Python: no torch at discovery
+# plain Python, no torch: plugin discovery imports this module at every start of any Hydra app
+from alexlab.config import validate
+from alexlab.errors import ConfigError
+from alexlab.run_folder import finished_summary
+from alexlab.settings import RESULT_NEUTRAL, differences, flatten
+from alexlab.sweep import DevicePool, Ledger, check_launch
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +58,6 @@ def prepare_trials(hydra_context: HydraContext, config: DictConfig, job_override
     """Compose every trial's config once, refuse the sweep if any is invalid or is an ablation arm
     that changes nothing in its preset (one line, before anything runs), and register them all in
     the ledger as waiting."""
-    from alexlab.config import validate
-    from alexlab.errors import ConfigError
-    from alexlab.sweep import Ledger, check_launch
-
     trials = []
     saved = HydraConfig.instance().cfg
     try:
@@ -168,7 +169,6 @@ class AlexlabLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from alexlab.sweep import check_launch
 
         check_launch(config)  # DDP inside a multirun: refused before the sweeper writes anything
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
@@ -196,7 +196,6 @@ class AlexlabLauncher(Launcher):
         return results
 
     def _pool(self, job_overrides, initial_job_idx) -> list[JobReturn]:
-        from alexlab.sweep import DevicePool, Ledger, finished_before
 
         cfg = self.config
         gpus = [] if cfg.trainer.accelerator == "cpu" else visible_gpus()
@@ -213,7 +212,7 @@ class AlexlabLauncher(Launcher):
         results: list[Optional[JobReturn]] = [None] * len(trials)
         waiting: deque = deque()
         for pos, trial in enumerate(trials):
-            done = None if cfg.trainer.fresh else finished_before(trial.run_dir, trial.config)
+            done = None if cfg.trainer.fresh else finished_summary(trial.run_dir, trial.config)
             if done is not None:  # no process (and no torch import) just to skip it
                 log.info(f"\t#{trial.idx} {trial.key}: {done['status']} earlier; skipped")
                 ledger.update(trial.key, state=done["status"], skipped=True, error=done.get("error"))

@@ -6,6 +6,7 @@ checkpoints/last.ckpt make the requeued job resume where it stopped.
 """
 
 import logging
+import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,6 +14,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+
+from alexlab.errors import AlexlabError
 
 from .launcher import prepare_trials, returned
 
@@ -35,10 +38,6 @@ class _Ledgered:
 
 class AlexlabSlurmLauncher(_Ledgered, SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import shutil
-
-        from alexlab.errors import AlexlabError
-
         if shutil.which("sbatch") is None:
             raise AlexlabError("launcher=slurm needs SLURM's sbatch on PATH (run on the cluster's login node); "
                                "on this machine use launcher=local or launcher=gpu_pool")
