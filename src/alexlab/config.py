@@ -40,7 +40,8 @@ class ModelConfig:
     lrn_beta: float = 0.75         # beta (paper 0.75)
     lrn_k: float = 2.0             # k (paper 2)
     compile: bool = False          # torch.compile the network
-    channels_last: bool = False    # NHWC memory format (faster convs on GPU)
+    channels_last: Any = False     # true | false | auto: NHWC memory format; auto = what this machine runs faster
+                                   # (precision.py: CPUs, and GPUs with bf16) (paper: n/a)
 
 
 @dataclass
@@ -102,7 +103,8 @@ class TrainerConfig:
     devices: Any = 1               # int or "auto"
     strategy: str = "auto"         # auto | ddp
     num_nodes: int = 1
-    precision: str = "32-true"     # 32-true | bf16-mixed | 16-mixed
+    precision: str = "32-true"     # 32-true | bf16-mixed | 16-mixed | auto: bf16-mixed on a CPU with bf16 in
+                                   # hardware (AMX/AVX512-BF16) or a bf16 GPU, else 32-true (precision.py)
     threads: int = 0               # torch CPU threads per run; 0 = torch's default
     deterministic: bool = False    # torch.use_deterministic_algorithms (slower on GPU)
     progress_bar: bool = True      # rich progress bar
@@ -169,6 +171,7 @@ ConfigStore.instance().store(name="alexlab_schema", node=Config)
 # data.augment take theirs from the code that builds them: `choices()`).
 CHOICES = {
     "model.groups": (1, 2),
+    "model.channels_last": ("false", "true", "auto"),
     "data.name": ("fashion_mnist", "cifar10", "imagefolder", "synthetic"),
     "data.on_device": ("auto", "true", "false"),  # compared in lower case: the command line's true is 'True' here
     "data.pca": ("dataset", "imagenet"),
@@ -176,7 +179,7 @@ CHOICES = {
     "optim.schedule": ("none", "step", "plateau", "cosine"),
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "trainer.strategy": ("auto", "ddp", "ddp_spawn"),
-    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "auto"),
     "logger.wandb.mode": ("auto", "online", "offline", "disabled"),
     "launcher.name": ("local", "gpu_pool", "slurm"),
 }

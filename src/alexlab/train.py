@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.utilities import rank_zero_only
 
 from . import run_folder
 from .callbacks import DivergenceGuard, EpochRecorder
@@ -27,6 +28,7 @@ from .data import AlexDataModule
 from .errors import AlexlabError, ConfigError, DivergedError
 from .models import build_model, count_parameters
 from .module import AlexLabModule
+from .precision import run_mode
 from .sweep import check_launch, in_multirun
 
 # trainer.* keys that are Lightning Trainer arguments of the same name and meaning
@@ -86,13 +88,17 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def set_up_process(cfg: DictConfig) -> None:
-    """Threads, device check, seeds: what this process must be before the run is built."""
+    """Threads, device check, seeds: what this process must be before the run is built; and one
+    line saying which numeric mode `auto` chose (precision.run_mode)."""
     quiet_lightning()
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise AlexlabError(f"trainer.accelerator={cfg.trainer.accelerator} but no CUDA device is visible; "
                            "use trainer.accelerator=cpu or auto")
+    mode = run_mode(cfg)
+    if mode.automatic and rank_zero_only.rank == 0:
+        print(mode.line(), flush=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.backends.cudnn.benchmark = cfg.trainer.benchmark
 
@@ -104,7 +110,7 @@ def build(cfg: DictConfig):
     net = build_model(cfg.model, dm.num_classes, dm.in_channels, dm.image_size)
     module = AlexLabModule(model=net, transform=dm.transform, num_classes=dm.num_classes, optim_cfg=cfg.optim,
                            eval_cfg=cfg.eval, eval_names=dm.eval_names(), seed=cfg.seed,
-                           max_epochs=cfg.trainer.max_epochs, channels_last=cfg.model.channels_last,
+                           max_epochs=cfg.trainer.max_epochs, channels_last=run_mode(cfg).channels_last,
                            compile=cfg.model.compile)
     return dm, net, module
 
@@ -135,7 +141,7 @@ def first_summary(cfg: DictConfig, run_dir: Path, dm, net, resume: Path | None) 
                "num_parameters": count_parameters(net), "num_classes": dm.num_classes, "num_train": dm.num_train,
                "num_val": dm.num_val, "num_train_clean": dm.train_clean_size(), "num_test": dm.num_test,
                "resumed_from": str(resume) if resume else None, "git_sha": run_folder.git_sha(),
-               "versions": run_folder.package_versions()}
+               "versions": run_folder.package_versions(), **run_mode(cfg).record()}
     run_folder.write_json(run_dir / run_folder.SUMMARY, summary)
     return summary
 
@@ -164,6 +170,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, recorder: EpochRecorder, logger
     """A Lightning Trainer: the trainer.* keys Lightning knows pass straight through; the rest is ours
     (one metrics row and one checkpoint per epoch by EpochRecorder, no per-step logging)."""
     passed = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k in TRAINER_ARGS}
+    passed["precision"] = run_mode(cfg).precision  # trainer.precision=auto resolved for this machine
     callbacks = [recorder, DivergenceGuard(), *extra_callbacks, *user_callbacks(cfg)]
     if cfg.trainer.progress_bar:
         callbacks.append(ProgressBar(refresh_rate=4, leave=False))  # redraws/s: each costs ms of CPU
