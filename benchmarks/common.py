@@ -16,6 +16,26 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def compose(overrides: list[str]):
+    """The config `alexlab-train <overrides>` would run."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    import alexlab.config  # noqa: F401  schema and resolvers
+    from alexlab.config import conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def eval_batch_size(batch_size: int, device: torch.device) -> int:
+    """alexlab's evaluation batch for in-memory sets (AlexDataModule._tensor_loader): 4 training
+    batches, on a CPU at most 128 images (or one training batch)."""
+    from alexlab.data.datamodules import CPU_EVAL_BATCH, EVAL_BATCH_FACTOR
+
+    size = batch_size * EVAL_BATCH_FACTOR
+    return min(size, max(batch_size, CPU_EVAL_BATCH)) if device.type == "cpu" else size
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,6 +6,8 @@ training step (goal <= 15%), from the same model with and without LRN, interleav
     .venv/bin/python benchmarks/lrn.py                       # CPU, ~1 minute
     .venv/bin/python benchmarks/lrn.py --channels-last       # CPU fast mode: NHWC inputs and models
     .venv/bin/python benchmarks/lrn.py --channels-last --dtype bf16   # CPUs with AMX / AVX512-BF16
+    .venv/bin/python benchmarks/lrn.py --fast --batch-small 32 --skip-227  # this machine's fast mode (P8),
+                                                             # as trainer.precision=auto model.channels_last=auto pick it
     .venv/bin/python benchmarks/lrn.py --device cuda --batch-227 128 --dtype bf16
 On a CPU, float32 and bf16 inputs in either memory format take the fused C kernel (the check line
 says so). Last line: `lrn_share_small=<x> lrn_share_227=<y>` (fractions of a training step).
@@ -25,6 +27,7 @@ from common import header, pick_device, summary, sync, time_call  # noqa: E402
 from alexlab.models import build_model  # noqa: E402
 from alexlab.models import lrn_cpu  # noqa: E402
 from alexlab.models.lrn import local_response_norm  # noqa: E402
+from alexlab.precision import hardware_mode  # noqa: E402
 
 
 def lrn_slices(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -158,12 +161,18 @@ def main(argv=None) -> str:
     p.add_argument("--skip-227", action="store_true")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd LRN; compile the step's models")
     p.add_argument("--channels-last", action="store_true", help="channels_last inputs and models")
+    p.add_argument("--fast", action="store_true", help="the mode `auto` picks on this machine (dtype and layout; "
+                                                       "overrides --dtype and --channels-last)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="CPU only: cpu = process CPU time (use with --threads 1 on a shared machine)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    if args.fast:
+        mode = hardware_mode(device.type)
+        print(f"fast mode: {mode.line().removeprefix('alexlab: ')}")
+        args.dtype, args.channels_last = ("bf16" if mode.precision.startswith("bf16") else "fp32"), mode.channels_last
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     print(header(device, f"LRN forward+backward, {args.dtype}, {args.clock} clock"
                          f"{', channels_last' if args.channels_last else ''}{', compiled step' if args.compile else ''}"))
