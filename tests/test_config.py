@@ -37,8 +37,9 @@ def test_every_config_file_composes_and_validates(group, option, tmp_path):
 
 def test_defaults_are_the_paper_settings(tmp_path):
     cfg = compose_cfg([], tmp_path)
-    assert (cfg.model.activation, cfg.model.pooling, cfg.model.norm, cfg.model.dropout) == ("relu", "overlapping", "lrn", 0.5)
-    assert (cfg.model.pool_type, cfg.model.fc_layers, cfg.model.fc_width, cfg.model.conv_depth) == ("max", 2, 4096, 3)
+    model = cfg.model
+    assert (model.activation, model.pooling, model.norm, model.dropout) == ("relu", "overlapping", "lrn", 0.5)
+    assert (model.pool_type, model.fc_layers, model.fc_width, model.conv_depth) == ("max", 2, 4096, 3)
     assert cfg.data.augment == "crop_flip_pca" and cfg.ablation_name == "paper"
     assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 0.0005)
 

@@ -240,7 +240,8 @@ PAPER_HEAD = fc_parameters(4096, 256 * 6 * 6) + fc_parameters(4096, 4096) + fc_p
 FIRST_TWO = conv_parameters(96, 3, 11) + conv_parameters(256, 96, 5, 2)
 RESIZED_COUNTS = [
     ({"fc_layers": 1}, PAPER_CONVS + fc_parameters(4096, 9216) + fc_parameters(1000, 4096)),
-    ({"fc_width": 2048}, PAPER_CONVS + fc_parameters(2048, 9216) + fc_parameters(2048, 2048) + fc_parameters(1000, 2048)),
+    ({"fc_width": 2048},
+     PAPER_CONVS + fc_parameters(2048, 9216) + fc_parameters(2048, 2048) + fc_parameters(1000, 2048)),
     ({"fc_layers": 1, "fc_width": 1024}, PAPER_CONVS + fc_parameters(1024, 9216) + fc_parameters(1000, 1024)),
     ({"conv_depth": 1}, FIRST_TWO + conv_parameters(256, 256, 3) + PAPER_HEAD),
     ({"conv_depth": 2}, FIRST_TWO + conv_parameters(384, 256, 3) + conv_parameters(256, 384, 3, 2) + PAPER_HEAD),

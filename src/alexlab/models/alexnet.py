@@ -57,9 +57,8 @@ def register_variant(name: str, variant: Variant) -> None:
 
 def stack_is_resizable(variant: Variant) -> bool:
     start, last = variant.stack_start, len(variant.convs) - 1
-    inside = set(range(start, last)) if start is not None else set()
-    return start is not None and 0 < start <= last and not inside & set(variant.pool_after) \
-        and not set(range(start, last + 1)) & set(variant.lrn_after)
+    return (0 < start <= last and not set(range(start, last)) & set(variant.pool_after)
+            and not set(range(start, last + 1)) & set(variant.lrn_after))
 
 
 def list_variants(pattern: str = "*") -> list[str]:
@@ -143,11 +142,13 @@ def resize_problem(spec: Variant, conv_depth: int, fc_layers: int, fc_width: int
     """(toggle, why) when a toggle asks to resize layers this variant does not have, else None."""
     if spec.stack_start is None and conv_depth != CONV_DEPTH:
         having = ", ".join(n for n in list_variants() if VARIANTS[n].stack_start is not None)
-        return "conv_depth", f"it has no stack of 3x3 conv layers to resize (leave it at {CONV_DEPTH}; {having} have one)"
+        return "conv_depth", (f"it has no stack of 3x3 conv layers to resize (leave it at {CONV_DEPTH}; "
+                              f"{having} have one)")
     for key, value, paper in (("fc_layers", fc_layers, FC_LAYERS), ("fc_width", fc_width, FC_WIDTH)):
         if not spec.hidden and value != paper:
             having = ", ".join(n for n in list_variants() if VARIANTS[n].hidden)
-            return key, f"it has no hidden FC layers, its convs feed the classifier (leave it at {paper}; {having} have them)"
+            return key, (f"it has no hidden FC layers, its convs feed the classifier (leave it at {paper}; "
+                         f"{having} have them)")
     return None
 
 
@@ -171,7 +172,8 @@ def resized_variant(spec: Variant, conv_depth: int = CONV_DEPTH, fc_layers: int 
         convs = spec.convs[:start] + tuple((spec.convs[last][0] if k == conv_depth - 1 else spec.convs[c][0],)
                                            + spec.convs[c][1:] for k, c in enumerate(copies))
         origin = origin[:start] + copies
-        pool_after = tuple(i for i in spec.pool_after if i < start) + ((len(convs) - 1,) if last in spec.pool_after else ())
+        last_pool = (len(convs) - 1,) if last in spec.pool_after else ()
+        pool_after = tuple(i for i in spec.pool_after if i < start) + last_pool
     if (fc_layers, fc_width) != (FC_LAYERS, FC_WIDTH):
         hidden = (fc_width,) * fc_layers
     origin += [len(spec.convs) + _copied(j, len(hidden), len(spec.hidden)) for j in range(len(hidden))]
