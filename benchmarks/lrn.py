@@ -121,7 +121,7 @@ def step_share(variant: str, image_size: int, in_channels: int, width: float, ba
     models = {}
     for lrn in (True, False):
         torch.manual_seed(0)
-        net = build_model({"name": variant, "width": width, "lrn": lrn, "init": "default",
+        net = build_model({"name": variant, "width": width, "norm": "lrn" if lrn else "none", "init": "default",
                            "groups": 2 if variant == "alexnet" else 1}, 10, in_channels, image_size).to(device)
         if channels_last:
             net.to(memory_format=torch.channels_last)

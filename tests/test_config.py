@@ -37,7 +37,9 @@ def test_every_config_file_composes_and_validates(group, option, tmp_path):
 
 def test_defaults_are_the_paper_settings(tmp_path):
     cfg = compose_cfg([], tmp_path)
-    assert (cfg.model.activation, cfg.model.pooling, cfg.model.lrn, cfg.model.dropout) == ("relu", "overlapping", True, 0.5)
+    model = cfg.model
+    assert (model.activation, model.pooling, model.norm, model.dropout) == ("relu", "overlapping", "lrn", 0.5)
+    assert (model.pool_type, model.fc_layers, model.fc_width, model.conv_depth) == ("max", 2, 4096, 3)
     assert cfg.data.augment == "crop_flip_pca" and cfg.ablation_name == "paper"
     assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 0.0005)
 
@@ -83,6 +85,7 @@ def composer():
 
 def test_the_ablation_list_has_the_paper_tricks_and_every_file_is_global():
     assert {"tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment", "no_pca", "one_column"} <= set(ABLATIONS)
+    assert {"batchnorm", "avg_pool", "sigmoid", "one_fc", "narrow_fc", "fewer_convs", "more_convs"} <= set(ABLATIONS)
     for name in ABLATIONS + [REFERENCE_ARM]:
         text = (CONF / "ablation" / f"{name}.yaml").read_text()
         assert text.startswith("# @package _global_") and yaml.safe_load(text)["ablation_name"] == name
@@ -108,8 +111,13 @@ def test_each_ablation_changes_exactly_its_own_keys_or_the_launch_refuses_it(abl
 
 
 BAD = [
-    ("model.activation=sigmoid", "model.activation", "relu, tanh"),
+    ("model.activation=gelu", "model.activation", "relu, tanh, sigmoid"),
     ("model.pooling=avg", "model.pooling", "overlapping, non_overlapping"),
+    ("model.pool_type=min", "model.pool_type", "max, avg"),
+    ("model.norm=layernorm", "model.norm", "lrn, batchnorm, none"),
+    ("model.fc_layers=3", "model.fc_layers", "1, 2"),
+    ("model.fc_width=0", "model.fc_width", "[1, 65536]"),
+    ("model.conv_depth=0", "model.conv_depth", "[1, 16]"),
     ("model.dropout=1.5", "model.dropout", "[0.0, 1.0)"),
     ("model.dropout=1.0", "model.dropout", "[0.0, 1.0)"),
     ("model.width=0", "model.width", "(0.0"),
@@ -134,9 +142,25 @@ def test_bad_values_fail_validation_naming_the_key(override, key, valid, tmp_pat
     assert message.startswith(key) and valid in message and "\n" not in message
 
 
+@pytest.mark.parametrize("override,message", [
+    ("model.conv_depth=2", "model.conv_depth=2 is not valid for model.name='convnet4': it has no stack of 3x3 conv "
+                           "layers to resize (leave it at 3; alexnet, alexnet_small have one)"),
+    ("model.fc_layers=1", "model.fc_layers=1 is not valid for model.name='convnet4': it has no hidden FC layers, its "
+                          "convs feed the classifier (leave it at 2; alexnet, alexnet_small have them)"),
+    ("model.fc_width=1024", "model.fc_width=1024 is not valid for model.name='convnet4'"),
+])
+def test_resizing_layers_convnet4_does_not_have_is_refused_in_one_line(override, message, tmp_path):
+    cfg = compose_cfg(["model=convnet4", override], tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    validate(compose_cfg(["model=convnet4", "model.norm=batchnorm", "model.pool_type=avg",
+                          "model.activation=sigmoid"], tmp_path))  # these apply to every variant
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("override,needle", [
-    ("model.activation=sigmoid", "model.activation='sigmoid' is not valid; choose one of: relu, tanh"),
+    ("model.activation=gelu", "model.activation='gelu' is not valid; choose one of: relu, tanh, sigmoid"),
     ("model.dropout=1.5", "model.dropout=1.5 is out of range"),
     ("model.pooling=avg", "model.pooling='avg' is not valid"),
     ("model.dropout=abc", "model.dropout"),
@@ -174,7 +198,8 @@ def test_help_lists_every_toggle_arm_sweep_and_preset_with_examples():
     for group in ("ablation", "sweep", "experiment", "model", "data"):
         options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
         assert f"{group}: {', '.join(options)}" in text, group
-    assert "model.activation=     relu | tanh   (default relu)" in text
+    assert "model.activation=     relu | tanh | sigmoid   (default relu)" in text
+    assert "model.norm=           lrn | batchnorm | none   (default lrn)" in text
     assert text.count("alexlab-train ") >= 4 and "install=bash" in text and len(text.splitlines()) < 60
 
 

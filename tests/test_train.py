@@ -33,7 +33,7 @@ def only_run(tmp_path):
 
 
 def test_cli_run_writes_the_whole_run_folder(tmp_path):
-    proc = run_cli(TINY + ["model.activation=tanh", "model.lrn=false", "seed=3"], tmp_path, check=True)
+    proc = run_cli(TINY + ["model.activation=tanh", "model.norm=none", "seed=3"], tmp_path, check=True)
     run_dir = only_run(tmp_path)
     assert run_dir.parent.name == "default" and "model.activation=tanh" in run_dir.name and "seed=3" in run_dir.name
     for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/last.ckpt", "COMPLETED"):
@@ -48,7 +48,7 @@ def test_cli_run_writes_the_whole_run_folder(tmp_path):
     last = rows[-1]
     assert float(last["gap"]) == pytest.approx(float(last["train_clean/acc"]) - float(last["test/acc"]))
     resolved = (run_dir / "config.yaml").read_text()
-    assert "activation: tanh" in resolved and "lrn: false" in resolved and "${" not in resolved
+    assert "activation: tanh" in resolved and "norm: none" in resolved and "${" not in resolved
     assert "test/acc" in proc.stdout  # the one-screen summary
     assert re.search(r"alexlab: epoch 1 of 2 took \d+ s; about \d+ s to go \(ends about \d\d:\d\d\)", proc.stdout)
     assert not list(run_dir.glob("*.log")), "no (empty) log file beside the run's own records"

@@ -79,7 +79,7 @@ def final_summary(records) -> dict:
     return values
 
 
-def tiny_cfg(tmp_path: Path, *overrides, job="ablation=tanh,model.lrn=false"):
+def tiny_cfg(tmp_path: Path, *overrides, job="ablation=tanh,model.norm=none"):
     run_dir = tmp_path / "runs" / "default" / job
     return compose_cfg(TINY + WANDB + list(overrides) + [f"paths.run_dir='{run_dir}'", f"paths.data={tmp_path / 'data'}"])
 
@@ -91,7 +91,7 @@ def train(cfg):
 
 def test_offline_run_records_config_group_job_type_tags_curves_and_no_key(wandb_env, capsys):
     tmp_path = wandb_env
-    cfg = tiny_cfg(tmp_path, "ablation=tanh", "model.lrn=false", "logger.wandb.log_checkpoints=true",
+    cfg = tiny_cfg(tmp_path, "ablation=tanh", "model.norm=none", "logger.wandb.log_checkpoints=true",
                    "logger.wandb.tags=[mine]")
     summary = train(cfg)
     run_dir = Path(summary["run_dir"])
@@ -106,10 +106,10 @@ def test_offline_run_records_config_group_job_type_tags_curves_and_no_key(wandb_
     (meta,) = of_type(records, "run")
     assert meta.run_id == (run_dir / "wandb_id").read_text().strip()
     assert (meta.project, meta.display_name, meta.run_group, meta.job_type) == ("alexlab", run_dir.name, "default", "tanh")
-    assert {"activation:tanh", "lrn:off", "pooling:overlapping", "dropout:0.5", "augment:crop_flip_pca",
+    assert {"activation:tanh", "norm:none", "pooling:overlapping", "dropout:0.5", "augment:crop_flip_pca",
             "seed:0", "mine"} <= set(meta.tags)
     config = {i.key: json.loads(i.value_json) for i in meta.config.update}
-    assert config["model"]["activation"] == "tanh" and config["model"]["lrn"] is False
+    assert config["model"]["activation"] == "tanh" and config["model"]["norm"] == "none"
     assert config["ablation_name"] == "tanh" and config["logger"]["wandb"]["mode"] == "offline"
     assert config["num_parameters"] == summary["num_parameters"] > 0
     assert (config["num_train"], config["git_sha"]) == (summary["num_train"], summary["git_sha"])

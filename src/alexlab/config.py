@@ -24,18 +24,24 @@ from .settings import NAMED_IN_FOLDER, RESULT_NEUTRAL, cache_root, get, ignored
 @dataclass
 class ModelConfig:
     name: str = "alexnet"          # registered variant: alexnet | alexnet_small | convnet4
-    activation: str = "relu"       # relu | tanh (paper: relu, Section 3.1)
+    activation: str = "relu"       # relu | tanh | sigmoid (paper: relu, Section 3.1)
     pooling: str = "overlapping"   # overlapping (3/2) | non_overlapping (2/2) (paper: overlapping, 3.4)
-    lrn: bool = True               # local response normalisation after conv1, conv2 (paper: on, 3.3)
-    dropout: float = 0.5           # drop probability on fc6/fc7 inputs, in [0, 1) (paper: 0.5, 4.2)
+    pool_type: str = "max"         # max | avg, same size, stride and padding; avg skips the padding (paper: max, 3.4)
+    norm: str = "lrn"              # lrn: LRN after conv1/conv2's activation (paper, 3.3) | batchnorm: BN after every
+                                   # conv, before its activation, no conv bias (Ioffe & Szegedy 2015) | none
+    dropout: float = 0.5           # drop probability on the hidden FC layers' inputs, in [0, 1) (paper: 0.5, 4.2)
+    fc_layers: int = 2             # hidden FC layers: 1 | 2 (paper: 2, fc6 and fc7; convnet4 has none: 2 only)
+    fc_width: int = 4096           # units per hidden FC layer at width 1.0, >= 1 (paper 4096; convnet4: 4096 only)
+    conv_depth: int = 3            # 3x3 conv layers after conv2: depth-1 of 384 channels, then one of 256, >= 1
+                                   # (paper 3: conv3-conv5; convnet4 has no such stack: 3 only)
     groups: int = 1                # 1, or 2 = the paper's two-GPU columns on conv2/4/5
     one_column: bool = False       # the paper's one-column comparison net (3.2 + footnote): no split, half the
                                    # kernels in conv1-conv4, conv5 and FC unchanged; needs groups=2 (paper: false)
     width: float = 1.0             # channel/unit multiplier, > 0 (small variants use 0.125-1)
     init: str = "paper"            # paper: N(0, 0.01) weights | kaiming: He-normal | default: PyTorch's init
     bias_init: float = 1.0         # bias of conv2/4/5 and hidden FC under init=paper, by role: the Variant's
-                                   # paper_bias (convnet4: none) (paper 1.0, Caffe 0.1)
-    lrn_size: int = 5              # n, channels in the window (paper 5)
+                                   # paper_bias (convnet4: none); BN's shift under norm=batchnorm (paper 1.0, Caffe 0.1)
+    lrn_size: int = 5              # n, channels in the window (paper 5); the lrn_* keys act with norm=lrn only
     lrn_alpha: float = 1e-4        # alpha, not divided by n (paper 1e-4)
     lrn_beta: float = 0.75         # beta (paper 0.75)
     lrn_k: float = 2.0             # k (paper 2)
@@ -190,6 +196,8 @@ RANGES = {
     "model.width": (0.0, 64.0, False, True),
     "model.bias_init": (-10.0, 10.0, True, True),
     "model.lrn_size": (1, 99, True, True),
+    "model.fc_width": (1, 65536, True, True),
+    "model.conv_depth": (1, 16, True, True),
     "data.pca_std": (0.0, 10.0, True, True),
     "data.crop_padding": (0, 64, True, True),
     "data.image_size": (0, 4096, True, True),
@@ -230,10 +238,23 @@ def choices() -> dict[str, tuple]:
     """CHOICES plus the values the model and the augmentation implement, read from their tables.
     (Imported here, when a config is validated, so that the CLI's start and --help need no torch.)"""
     from .data.augment import AUGMENTS
-    from .models.alexnet import ACTIVATIONS, INITS, POOLING_OVERLAPS, list_variants
+    from .models.alexnet import ACTIVATIONS, FC_LAYER_COUNTS, INITS, NORMS, POOL_TYPES, POOLING_OVERLAPS, list_variants
 
     return {**CHOICES, "model.name": tuple(list_variants()), "model.activation": tuple(ACTIVATIONS),
-            "model.pooling": tuple(POOLING_OVERLAPS), "model.init": INITS, "data.augment": AUGMENTS}
+            "model.pooling": tuple(POOLING_OVERLAPS), "model.pool_type": tuple(POOL_TYPES), "model.norm": NORMS,
+            "model.fc_layers": FC_LAYER_COUNTS, "model.init": INITS, "data.augment": AUGMENTS}
+
+
+def check_resizable(model) -> None:
+    """conv_depth, fc_layers and fc_width resize layers the variant must have (convnet4 has neither
+    a 3x3 stack nor hidden FC layers): the model's own rule, `resize_problem`. (Imported here, like
+    choices(), so that the CLI's start and --help need no torch.)"""
+    from .models.alexnet import VARIANTS, resize_problem
+
+    problem = resize_problem(VARIANTS[model.name], model.conv_depth, model.fc_layers, model.fc_width)
+    if problem:
+        key, why = problem
+        raise ConfigError(f"model.{key}={get(model, key)!r} is not valid for model.name={model.name!r}: {why}")
 
 
 def check_keys(node, name: str) -> None:
@@ -290,6 +311,7 @@ def validate(cfg) -> None:
     check_validation_split(cfg.data.val_size, cfg.optim.schedule)
     if cfg.model.groups == 2 and cfg.model.name == "convnet4":
         raise ConfigError("model.groups=2 is not valid for model.name='convnet4'; it has no split columns (use 1)")
+    check_resizable(cfg.model)
     if cfg.model.one_column and cfg.model.groups != 2:
         raise ConfigError("model.one_column=true replaces the paper's two columns: it needs model.groups=2 "
                           "(experiment=imagenet_paper has it)")
@@ -373,8 +395,9 @@ def folder_name_excludes() -> list[str]:
 
 
 # the toggles --help lists, the paper's tricks first
-HELP_TOGGLES = ("model.activation", "model.pooling", "model.lrn", "model.dropout", "data.augment", "model.groups",
-                "model.one_column", "model.width", "model.init", "data.train_subset", "data.val_size",
+HELP_TOGGLES = ("model.activation", "model.pooling", "model.norm", "model.dropout", "data.augment", "model.groups",
+                "model.one_column", "model.pool_type", "model.fc_layers", "model.fc_width", "model.conv_depth",
+                "model.width", "model.init", "data.train_subset", "data.val_size",
                 "eval.ten_crop", "optim.lr", "optim.schedule", "trainer.max_epochs", "seed")
 
 

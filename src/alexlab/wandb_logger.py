@@ -67,9 +67,9 @@ def resolve_mode(mode: str) -> str:
 
 
 def toggle_tags(cfg) -> list[str]:
-    """The README's toggles as filterable tags (activation:tanh, lrn:off, ...), then the user's own."""
+    """The README's toggles as filterable tags (activation:tanh, norm:none, ...), then the user's own."""
     m, d = cfg.model, cfg.data
-    tags = [f"activation:{m.activation}", f"pooling:{m.pooling}", f"lrn:{'on' if m.lrn else 'off'}",
+    tags = [f"activation:{m.activation}", f"pooling:{m.pooling}", f"norm:{m.norm}",
             f"dropout:{float(m.dropout):g}", f"augment:{d.augment}", f"seed:{cfg.seed}"]
     return tags + [str(t) for t in (cfg.logger.wandb.tags or []) if str(t) not in tags]
 

@@ -19,11 +19,11 @@ SWEEP_FILES = {  # sweep/<name>.yaml on a search path in tmp_path: the repositor
 
 # id: (multirun, arguments, what the line says); {tmp} is the test's folder, {name} a prepared one
 BAD = {
-    "unknown toggle value": (False, ["model.activation=sigmoid"],
-                             ["model.activation='sigmoid' is not valid; choose one of: relu, tanh"]),
+    "unknown toggle value": (False, ["model.activation=gelu"],
+                             ["model.activation='gelu' is not valid; choose one of: relu, tanh, sigmoid"]),
     "unknown pooling": (False, ["model.pooling=avg"], ["model.pooling='avg' is not valid", "overlapping, non_overlapping"]),
     "wrong type (float)": (False, ["model.dropout=abc"], ["model.dropout: Value 'abc'", "converted to Float"]),
-    "wrong type (bool)": (False, ["model.lrn=maybe"], ["model.lrn: Value 'maybe' is not a valid bool"]),
+    "wrong type (bool)": (False, ["model.one_column=maybe"], ["model.one_column: Value 'maybe' is not a valid bool"]),
     "wrong type (int)": (False, ["seed=abc"], ["seed: Value 'abc'", "converted to Integer"]),
     "unknown config group option": (False, ["data=imagenet21k"],
                                     ["data/imagenet21k", "choose one of: cifar10, fashion_mnist, imagefolder, synthetic"]),
