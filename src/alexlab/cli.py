@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .config import conf_dir
+from .config import RENAMED, conf_dir
 from .errors import AlexlabError, DivergedError, fail, say_error
 from . import sweep
 
@@ -37,6 +37,8 @@ def one_line(err: BaseException) -> str:
     """The most telling line of a Hydra/OmegaConf error, with the key it concerns."""
     cause = err.__cause__ or (None if err.__suppress_context__ else err.__context__)  # `raise ... from None`: none
     key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
+    if key in RENAMED:  # an old command: name the key that replaced it
+        return RENAMED[key]
     text = [t.strip() for t in str(cause if cause is not None and str(cause) else err).strip().splitlines() if t.strip()]
     first = text[0] if text else type(err).__name__
     parent = getattr(cause, "parent_node", None)

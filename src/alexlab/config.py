@@ -173,6 +173,10 @@ class Config:
 
 ConfigStore.instance().store(name="alexlab_schema", node=Config)
 
+# Keys a newer schema replaced: the one line an old command gets names the new key and its values.
+RENAMED = {"model.lrn": "model.lrn became model.norm: model.norm=lrn (paper), batchnorm or none "
+                        "(model.lrn=false is model.norm=none)"}
+
 # Allowed values of the keys whose values are not someone else's table (the model's toggles and
 # data.augment take theirs from the code that builds them: `choices()`).
 CHOICES = {
@@ -265,6 +269,8 @@ def check_keys(node, name: str) -> None:
     known = [f.name for f in dataclasses.fields(schema)]
     for key, value in node.items_ex(resolve=False):
         if key not in known:
+            if f"{name}.{key}" in RENAMED:
+                raise ConfigError(RENAMED[f"{name}.{key}"])
             raise ConfigError(f"{name}.{key} is not a key of {name}; valid keys: {', '.join(known)}")
         if isinstance(value, DictConfig):
             check_keys(value, f"{name}.{key}")

@@ -30,6 +30,8 @@ BAD = {
     "unknown ablation": (False, ["ablation=no_relu"], ["ablation/no_relu", "choose one of: no_augment, no_dropout"]),
     "unknown key": (False, ["model.colour=red"], ["model.colour", "valid keys: name, activation, pooling"]),
     "unknown key added with +": (False, ["+model.dropuot=0.3"], ["model.dropuot is not a key of model", "dropout"]),
+    "a key a newer schema renamed": (False, ["model.lrn=false"],
+                                     ["model.lrn became model.norm", "model.lrn=false is model.norm=none"]),
     "unknown top-level key added with +": (False, ["+seeds=3"],
                                            ["seeds is not a key of alexlab's config", "-m 'seed=0,1,2'"]),
     "callback without a class": (False, ["+callbacks.timer.duration=1"],
