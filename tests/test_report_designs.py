@@ -430,3 +430,146 @@ def test_bad_delta_is_one_line_and_exit_2(tmp_path, capsys, option, needle):
         main([str(root), "--delta", option])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and err.startswith("alexlab: error:") and needle in err and "\n" not in err
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def write_multirun(root: Path, task: list[str], hydra: tuple = ("hydra.mode=MULTIRUN",)) -> None:
+    """The part of Hydra's multirun.yaml the plan reads: the sweep's own overrides."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"hydra": list(hydra),
+                                                                                 "task": list(task)}}}))
+
+
+def small_sweep(root: Path, seeds) -> None:
+    """paper, no_lrn (+0.8 pt test error, sd ~0.6) and no_dropout (+4 pt gap, sd ~1) over `seeds`."""
+    for s in seeds:
+        rng = np.random.default_rng(100 + s)
+        base = 20 + rng.normal(0, 2)
+        write_cell(root, f"ablation=paper,seed={s}", s, {}, "paper", base, 5.0)
+        write_cell(root, f"ablation=no_lrn,seed={s}", s, {"model.lrn": False}, "no_lrn", base + 0.8 + rng.normal(0, 0.6),
+                   5.0)
+        write_cell(root, f"ablation=no_dropout,seed={s}", s, {"model.dropout": 0.0}, "no_dropout", base,
+                   9.0 + rng.normal(0, 1.0))
+
+
+def statsmodels_seeds(effect: float, sd: float, alpha: float) -> int:
+    """Fewest seeds (from 2) with 80% power by statsmodels' one-sample (paired) t power."""
+    return next(n for n in range(2, 10_000) if TTestPower().power(effect_size=effect / sd, nobs=n, alpha=alpha) >= 0.8)
+
+
+@pytest.fixture
+def planned_sweep(tmp_path, capsys):
+    root = tmp_path / "multirun" / "one_at_a_time" / "fmnist_quick"
+    small_sweep(root, range(3))
+    write_multirun(root, ["sweep=one_at_a_time", "experiment=fmnist_quick", "seed=0,1,2", "trainer.threads=1"])
+    main([str(root), "--plan"])
+    return root, capsys.readouterr().out
+
+
+def test_the_plan_matches_statsmodels_power_and_prints_the_exact_command(planned_sweep):
+    root, printed = planned_sweep
+    plan = json.loads((root / "plans" / "plan-1.json").read_text())
+    a = analyse(load(root))
+    judged = a.claims[a.claims.p.notna()]
+    m = len(judged)    # lrn_error, overlap? no: lrn_error, dropout_gap, dropout_speed
+    assert m == 3 and {r["family"] for r in plan["comparisons"]} == {m}
+    for r in plan["comparisons"]:
+        row = judged.set_index("claim").loc[r["claim"]]
+        assert r["alpha"] == pytest.approx(0.05 / m)
+        if row["method"] != "paired t":
+            assert r["seeds_for_delta"] is None and r["why"]
+            continue
+        diffs = a.per_run.pivot_table(index="seed", columns="ablation", values=row["metric"]) * 100
+        sd = (diffs[row["ablation"]] - diffs["paper"]).std(ddof=1)
+        assert r["sd"] == pytest.approx(sd)
+        assert r["seeds_for_delta"] == statsmodels_seeds(r["delta"], sd, 0.05 / m)
+        assert r["seeds_for_observed"] == statsmodels_seeds(abs(row["effect"]), sd, 0.05 / m)
+    target = max(r["seeds_for_delta"] for r in plan["comparisons"] if r["seeds_for_delta"])
+    assert plan["seeds_present"] == [0, 1, 2] and plan["target_seeds"] == list(range(target))
+    command = (f"alexlab-train -m sweep=one_at_a_time experiment=fmnist_quick 'seed=range(0,{target})' "
+               "trainer.threads=1")
+    assert plan["command"] == command and command in printed
+    assert str(root / "plans" / "plan-1.json") in printed.replace("\n", "")
+    assert shlex.split(command)[4] == f"seed=range(0,{target})"  # one argument to the shell
+
+
+def test_the_extended_sweeps_report_names_which_seeds_each_plan_added_and_warns_beyond_it(planned_sweep, tmp_path):
+    root, _ = planned_sweep
+    target = json.loads((root / "plans" / "plan-1.json").read_text())["target_seeds"]
+    small_sweep(root, range(3, len(target) + 1))        # the plan's seeds, and one more than planned
+    a = analyse(load(root))
+    origin = a.per_run.groupby("seed")["plan"].first()
+    assert set(origin[[0, 1, 2]]) == {"initial"} and set(origin[range(3, len(target))]) == {"plan 1"}
+    assert origin[len(target)] == "beyond the plans"
+    assert any(f"seed(s) {len(target)} lie outside plan 1's target" in w for w in a.warnings)
+    main([str(root), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Seeds and plans" in md and "- plan 1: seeds 3–" in md and "- initial: seeds 0–2" in md
+    assert "| from | run folder |" in md and "more seeds than planned were run" in md
+
+
+def test_a_second_plan_is_numbered_and_its_seeds_told_apart_from_the_first(planned_sweep, capsys):
+    root, _ = planned_sweep
+    first = json.loads((root / "plans" / "plan-1.json").read_text())["target_seeds"]
+    small_sweep(root, range(3, len(first)))
+    main([str(root), "--plan", "--delta", "lrn_error=0.3", "--max-seeds", "200"])
+    capsys.readouterr()
+    second = json.loads((root / "plans" / "plan-2.json").read_text())
+    assert second["plan"] == 2 and second["seeds_present"] == first and second["deltas"]["lrn_error"] == 0.3
+    small_sweep(root, second["new_seeds"])
+    origin = analyse(load(root)).per_run.groupby("seed")["plan"].first()
+    assert set(origin[first[3:]]) == {"plan 1"} and set(origin[second["new_seeds"]]) == {"plan 2"}
+
+
+def test_the_command_keeps_explicit_seeds_when_they_are_not_a_range(tmp_path):
+    from alexlab.report.plan import extend_command
+    write_multirun(tmp_path, ["+seed=5,7", "experiment=cifar10", "sweep=lrn"], ("hydra.mode=MULTIRUN",
+                                                                                "hydra.sweep.dir=/data/sweeps/lrn"))
+    assert extend_command(tmp_path, [5, 7, 0, 1]) == ("alexlab-train -m seed=5,7,0,1 experiment=cifar10 sweep=lrn "
+                                                      "hydra.sweep.dir=/data/sweeps/lrn")
+
+
+def test_the_factorial_plan_gives_80_percent_power_in_a_simulation(tmp_path, capsys):
+    """The plan's seeds for a factorial main effect of delta, checked by simulating the design at that
+    many seeds (numpy least squares, seed blocks): about 80% of data sets reject at alpha / m."""
+    root = tmp_path / "factorial_half" / "fmnist_quick"
+    write_factorial(root, half=True, noise=3.0)
+    write_multirun(root, ["sweep=factorial_half", "experiment=fmnist_quick"])
+    main([str(root), "--plan", "--max-seeds", "50"])
+    plan = json.loads((root / "plans" / "plan-1.json").read_text())
+    row = next(r for r in plan["comparisons"] if r["claim"] == "lrn_error")
+    assert row["family"] == 45 and row["design"] == FACTORIAL
+    n, alpha, sigma, delta = row["seeds_for_delta"], row["alpha"], row["sd"], row["delta"]
+    assert 2 <= n <= 50
+
+    def rejection_rate(seeds: int, rng) -> float:
+        cells = np.array([[x[t[3]] for t in TRICKS5] for x in factorial_cells(True)], dtype=float)
+        design = np.tile(cells, (seeds, 1))
+        model = np.column_stack([np.ones(len(design)), design]
+                                + [design[:, i] * design[:, j] for i, j in itertools.combinations(range(5), 2)]
+                                + [np.repeat(np.arange(seeds) == s, 16).astype(float) for s in range(1, seeds)])
+        y = (delta / 2) * design[:, 2] + sigma * rng.standard_normal((4000, len(design)))   # no_lrn main = delta
+        beta = np.linalg.lstsq(model, y.T, rcond=None)[0]
+        df = len(design) - model.shape[1]
+        sigma2 = ((y.T - model @ beta) ** 2).sum(axis=0) / df
+        se = np.sqrt(sigma2 * np.linalg.inv(model.T @ model)[3, 3])
+        return float((2 * stats.t.sf(np.abs(beta[3] / se), df) < alpha).mean())
+
+    rng = np.random.default_rng(3)
+    assert 0.76 <= rejection_rate(n, rng) <= 0.86
+    assert rejection_rate(n - 1, rng) < 0.8 if n > 2 else True
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda root: None, "--plan needs one sweep folder"),
+    (lambda root: write_multirun(root / "other", []), "holds 2 multirun.yaml"),
+])
+def test_plan_without_exactly_one_multirun_file_is_one_line(tmp_path, capsys, make, needle):
+    root = tmp_path / "sweep"
+    small_sweep(root, range(3))
+    write_multirun(root / "x", []) if "2" in needle else None
+    make(root)
+    with pytest.raises(SystemExit) as exc:
+        main([str(root), "--plan"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and needle in err and "\n" not in err and not list(root.rglob("plan-*.json"))

@@ -25,10 +25,12 @@ from .designs import FACTORIAL
 from .factorial import MAIN
 from .planfile import PLAN_DIR, plan_paths
 from .runs import ReportError
-from .stats import T_TEST, seeds_for_power
+from .stats import SIGN_FLIP, SIGN_TEST, T_TEST, seeds_for_power
 
 POWER = 0.8
 MULTIRUN = "multirun.yaml"
+NO_SPREAD = {"": "1 seed: no spread yet", SIGN_FLIP: "equal differences: no spread",
+             SIGN_TEST: "censored: sign test, no power model"}   # why a comparison cannot be planned
 
 
 def family_sizes(analysis: Analysis) -> dict[str, int]:
@@ -43,12 +45,12 @@ def family_sizes(analysis: Analysis) -> dict[str, int]:
 def paired_power(row: dict, alpha: float, delta: float, limit: int) -> dict:
     """Seeds for a paired t-test from the per-seed differences' sd (on the tested scale)."""
     if row.get("method") != T_TEST:
-        why = {"": "one seed: no spread to plan from"}.get(row.get("method") or "",
-                                                           f"no t-test ({row.get('method')}): no spread to plan from")
-        return {"why": why}
+        return {"why": NO_SPREAD.get(row.get("method") or "", "no t-test: no spread")}
     sd = row["se"] * math.sqrt(row["n"])
-    need = lambda effect: seeds_for_power(effect, lambda n: sd / math.sqrt(n), lambda n: n - 1, alpha, POWER,
-                                          limit=limit)
+
+    def need(effect: float) -> int | None:
+        return seeds_for_power(effect, lambda n: sd / math.sqrt(n), lambda n: n - 1, alpha, POWER, limit=limit)
+
     return {"sd": sd, "seeds_for_delta": need(delta), "seeds_for_observed": need(abs(row["scaled"]))}
 
 
@@ -59,9 +61,11 @@ def factorial_power(term: dict, alpha: float, delta: float, limit: int) -> dict:
         return {"why": term.get("note") or "no residual spread"}
     scale = 2.0 if term["kind"] == MAIN else 4.0
     cells, params = term["cells"], term["params"]
-    se_of = lambda n: scale * term["sigma"] / math.sqrt(cells * n)
-    df_of = lambda n: cells * n - params - (n - 1)
-    need = lambda effect: seeds_for_power(effect, se_of, df_of, alpha, POWER, start=1, limit=limit)
+
+    def need(effect: float) -> int | None:
+        return seeds_for_power(effect, lambda n: scale * term["sigma"] / math.sqrt(cells * n),
+                               lambda n: cells * n - params - (n - 1), alpha, POWER, start=1, limit=limit)
+
     return {"sd": term["sigma"], "seeds_for_delta": need(delta), "seeds_for_observed": need(abs(term["scaled"]))}
 
 
@@ -155,20 +159,21 @@ def print_plan(plan: dict, path: Path | None, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"seed plan: {POWER:.0%} power, two-sided, at α/m (Holm's level for a family's smallest p)",
-                  title_justify="left")
-    for col in ("group", "claim", "design", "n now", "sd", "δ", "α/m", "seeds for δ", "observed",
-                "seeds for observed"):
+    rows = plan["comparisons"]
+    multi = len({r["group"] for r in rows}) > 1
+    table = Table(title=f"seed plan: {POWER:.0%} power, two-sided t, at α/m (Holm's level for the smallest p of a "
+                        "family of m)", title_justify="left")
+    for col in (("group",) if multi else ()) + ("claim", "design", "n", "sd", "δ", "α/m", "seeds for δ", "observed",
+                                                "seeds for observed"):
         table.add_column(col, overflow="fold")
-    for r in plan["comparisons"]:
+    for r in rows:
         unit = "×" if r["unit"] == "x" else " pt"
-        need = lambda n: "–" if n is None else f"> {plan['max_seeds']}" if n > plan["max_seeds"] else str(n)
         sd = "–" if r["sd"] is None else f"{r['sd']:.3g}" + (" (log)" if r["unit"] == "x" else "")
         observed = "–" if r["observed"] is None or not math.isfinite(r["observed"]) else f"{r['observed']:.3g}{unit}"
-        table.add_row(escape(r["group"]), r["claim"], r["design"], str(r["n_now"]), sd, f"{r['delta']:g}{unit}",
-                      f"{plan['alpha']:g}/{r['family']} = {r['alpha']:.3g}",
-                      need(r["seeds_for_delta"]) if not r["why"] else escape(r["why"]), observed,
-                      need(r["seeds_for_observed"]) if not r["why"] else "–")
+        table.add_row(*([escape(r["group"])] if multi else []), r["claim"], r["design"], str(r["n_now"]), sd,
+                      f"{r['delta']:g}{unit}", f"{plan['alpha']:g}/{r['family']}",
+                      escape(r["why"]) or seeds_text(r["seeds_for_delta"], plan["max_seeds"]), observed,
+                      "–" if r["why"] else seeds_text(r["seeds_for_observed"], plan["max_seeds"]))
     console.print(table)
     if path is None:
         console.print(f"every comparison that can be planned has {POWER:.0%} power at its δ with the "
@@ -178,3 +183,7 @@ def print_plan(plan: dict, path: Path | None, console=None) -> None:
                   f"written before any new run: {path}", highlight=False, soft_wrap=True)
     console.print("extend the sweep (finished runs are skipped):", highlight=False)
     console.print(plan["command"], highlight=False, soft_wrap=True, markup=False)
+
+
+def seeds_text(n: int | None, most: int) -> str:
+    return "–" if n is None else f"> {most}" if n > most else str(n)

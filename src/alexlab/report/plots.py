@@ -88,6 +88,31 @@ def trick_figure(analysis: Analysis, group: str, ablation: str) -> Figure:
     return fig
 
 
+def point_with_interval(ax, y: float, estimate: float, low: float, high: float, color: str, marker: str = "o") -> None:
+    """An estimate with its interval as error bars; an open marker when there is no interval."""
+    if math.isfinite(low):
+        ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], fmt=marker, color=color, capsize=3)
+    else:
+        ax.plot(estimate, y, marker, mfc="white", color=color)
+
+
+def name_rows(ax, ys, names: list[str], null: float, fontsize: int) -> None:
+    ax.axvline(null, color="black", lw=0.8)
+    ax.set_yticks(ys, names, fontsize=fontsize)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def ratio_axis(ax, drawn: bool, empty: str) -> None:
+    """A log-scale ratio axis labelled 0.5×, 2×; a note instead when nothing was drawn on it."""
+    if drawn:
+        ax.set_xscale("log")
+        for set_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            set_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="grey")
+        ax.set_yticks([])
+
+
 def forest_figure(analysis: Analysis) -> Figure:
     fx = analysis.effects
     pts = fx[fx["metric"].isin(["test_error", "gap", *WITHIN_METRICS]) & (fx["n"] > 0)].reset_index(drop=True)
@@ -109,28 +134,17 @@ def forest_figure(analysis: Analysis) -> Figure:
             color = METRIC_COLORS.get(row.metric, "#2ca02c")
             if not math.isfinite(row.effect) or row.bound == "none":  # censored in both arms: no estimate to draw
                 continue
-            if math.isfinite(row.low):
-                ax.errorbar(row.effect, y, xerr=[[row.effect - row.low], [row.high - row.effect]], fmt="o",
-                            color=color, capsize=4)
-            else:
-                ax.plot(row.effect, y, "o", mfc="white", color=color)
+            point_with_interval(ax, y, row.effect, row.low, row.high, color)
             claim = paper_marks.get((row.ablation, row.metric))
             if claim and claim.paper_value is not None:
                 ax.plot(claim.paper_value, y, "x", color="black", ms=8)
             if claim and claim.later_value is not None:
                 ax.plot(claim.later_value, y, "D", color="grey", ms=5, mfc="none")
-        ax.axvline(null, color="black", lw=0.8)
-        ax.set_yticks(ys, [label(r) for r in rows.itertuples()], fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
+        name_rows(ax, ys, [label(r) for r in rows.itertuples()], null, 8)
     left.set(title="Effect of removing the trick (ablation - paper), final epoch",
              xlabel="difference in percentage points (> 0: worse / more overfitting without the trick)")
     right.set(title="Epochs to the training-error threshold", xlabel="ratio ablation / paper (log scale)")
-    if len(ratios):
-        right.set_xscale("log")
-    else:
-        right.text(0.5, 0.5, "no epochs ratio\n(no tanh / no_dropout arm, or no train_clean curve)",
-                   ha="center", va="center", transform=right.transAxes, fontsize=9, color="grey")
-        right.set_yticks([])
+    ratio_axis(right, len(ratios) > 0, "no epochs ratio\n(no tanh / no_dropout arm, or no train_clean curve)")
     handles = [left.plot([], [], "o", color=METRIC_COLORS["test_error"], label="test error (95% CI)")[0],
                left.plot([], [], "o", color=METRIC_COLORS["gap"], label="gap (95% CI)")[0],
                left.plot([], [], "x", color="black", label="paper's figure")[0],
@@ -182,27 +196,13 @@ def factorial_figure(analysis: Analysis, group: str) -> Figure:
             color = METRIC_COLORS.get(row.metric, "#2ca02c")
             if not math.isfinite(row.estimate):
                 continue
-            marker = "o" if row.kind == MAIN else "s"
-            if math.isfinite(row.low):
-                ax.errorbar(row.estimate, y, xerr=[[row.estimate - row.low], [row.high - row.estimate]], fmt=marker,
-                            color=color, capsize=3, ms=4)
-            else:
-                ax.plot(row.estimate, y, marker, mfc="white", color=color)
-        ax.axvline(null, color="black", lw=0.8)
+            point_with_interval(ax, y, row.estimate, row.low, row.high, color, "o" if row.kind == MAIN else "s")
         names = [f"{r.term} ({'test error' if r.metric == 'test_error' else r.metric})" for r in rows.itertuples()]
-        ax.set_yticks(ys, names, fontsize=7)
-        ax.grid(axis="x", alpha=0.3)
+        name_rows(ax, ys, names, null, 7)
     left.set(title="Test error and gap (pt): main effects (o) and interactions (s)",
              xlabel="effect of removing the trick(s), percentage points")
     right.set(title="Epochs to the training-error threshold", xlabel="ratio (log scale)")
-    if len(ratios):
-        right.set_xscale("log")
-        for axis in (right.xaxis.set_major_formatter, right.xaxis.set_minor_formatter):
-            axis(FuncFormatter(lambda v, _: f"{v:g}×"))
-    else:
-        right.text(0.5, 0.5, "no ratio modelled\n(censored runs, or no curve)", ha="center", va="center",
-                   transform=right.transAxes, fontsize=9, color="grey")
-        right.set_yticks([])
+    ratio_axis(right, len(ratios) > 0, "no ratio modelled\n(censored runs, or no curve)")
     fig.suptitle(f"{terms['design_text'].iloc[0]}: effects from one linear model, {analysis.confidence:.0%} intervals"
                  + (f"\n{group}" if analysis.per_run["group"].nunique() > 1 else ""), fontsize=11)
     return fig

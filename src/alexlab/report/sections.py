@@ -150,10 +150,11 @@ def plans_md(analysis: Analysis) -> list[str]:
         lines.append(f"| {plan.get('plan', '?')} ({Path(plan['path']).name}) | {plan.get('date', '?')} | "
                      f"{str(plan.get('git_sha') or '?')[:10]} | {seed_list(plan.get('seeds_present', []))} | "
                      f"{seed_list(plan.get('target_seeds', []))} | `{plan.get('command', '')}` |")
+    lines.append("")
     counts = analysis.per_run.loc[analysis.per_run["ok"], ["seed", "plan"]].drop_duplicates()
-    for origin, seeds in counts.groupby("plan"):
+    for origin, seeds in sorted(counts.groupby("plan"), key=lambda kv: kv[1]["seed"].min()):
         if origin:
-            lines.append(f"- {origin}: seeds {seed_list(sorted(int(s) for s in seeds['seed']))}")
+            lines.append(f"- {origin}: seeds {seed_list(seeds['seed'])}")
     return lines + [""]
 
 
