@@ -233,12 +233,13 @@ def test_holm_family_is_each_groups_claims_difference_and_equivalence_tests_each
     assert tested.sum() == 6  # relu_speed, lrn, overlap x2, dropout x2; absent arms have no p
     assert c.loc[tested, "p_equiv"].notna().all()
     from alexlab.report import holm
-    both = holm(np.concatenate([c.loc[tested, "p"], c.loc[tested, "p_equiv"]]), units=list(c.loc[tested, "claim"]) * 2)
+    raw = np.concatenate([c.loc[tested, "p"], c.loc[tested, "p_equiv"]])
+    both = holm(raw, units=list(c.loc[tested, "claim"]) * 2)
     assert c.loc[tested, "p_holm"].to_numpy() == pytest.approx(both[:6])
     assert c.loc[tested, "p_equiv_holm"].to_numpy() == pytest.approx(both[6:])
     # each claim counts once: the smallest of the 12 p-values is multiplied by 6 claims, not by 12
-    smallest = np.nanargmin(np.concatenate([c.loc[tested, "p"], c.loc[tested, "p_equiv"]]))
-    assert both[smallest] == pytest.approx(min(1.0, 6 * np.concatenate([c.loc[tested, "p"], c.loc[tested, "p_equiv"]])[smallest]))
+    smallest = np.nanargmin(raw)
+    assert both[smallest] == pytest.approx(min(1.0, 6 * raw[smallest]))
     assert all(c.loc[tested, "p_holm"] >= c.loc[tested, "p"])
     survives = c.set_index("claim")["survives_holm"]
     assert survives["dropout_gap"] and survives["lrn_error"] and not survives["overlap_error"]

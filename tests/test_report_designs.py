@@ -22,13 +22,15 @@ from alexlab.report.cli import main
 from alexlab.report.designs import ARMS, FACTORIAL, LEVELS, ONE_AT_A_TIME, PAPER_LEVELS, TOGGLES
 from alexlab.report.render import markdown
 from conftest import CONF, REPO
-from test_report import BASE_CONFIG, merged, write_run
+from test_report import BASE_CONFIG, console_text, merged, write_run
 from test_sweeps import jobs_of
 
 SEEDS = range(6)
 # the five tricks of the factorials, each as (key, paper level, level without it, arm)
-TRICKS5 = [("model.activation", "relu", "tanh", "tanh"), ("model.pooling", "overlapping", "non_overlapping", "no_overlap"),
-           ("model.lrn", True, False, "no_lrn"), ("model.dropout", 0.5, 0.0, "no_dropout"),
+TRICKS5 = [("model.activation", "relu", "tanh", "tanh"),
+           ("model.pooling", "overlapping", "non_overlapping", "no_overlap"),
+           ("model.lrn", True, False, "no_lrn"),
+           ("model.dropout", 0.5, 0.0, "no_dropout"),
            ("data.augment", "crop_flip_pca", "none", "no_augment")]
 
 
@@ -174,12 +176,14 @@ def test_the_dose_response_reads_the_known_slope_with_t_intervals_per_level(drop
     assert (out / "report_dose_model.dropout.png").read_bytes()[:4] == b"\x89PNG"
     assert "](report_dose_model.dropout.png)" in md and "## Levels of one toggle" in md
     assert "| 0.5 (paper) | `paper` |" in md and "levels of model.dropout" in md
+    assert "design: default: levels of model.dropout" in console_text(a)
 
 
 def test_augmentation_levels_answer_the_augmentation_and_pca_claims(tmp_path):
     root = tmp_path / "augment"
     for s in range(4):
-        for level, error, gap in (("none", 18.0, 14.0), ("crop_flip", 19.5, 6.0), ("crop_flip_pca", 20.0 + s / 10, 5.0)):
+        levels = (("none", 18.0, 14.0), ("crop_flip", 19.5, 6.0), ("crop_flip_pca", 20.0 + s / 10, 5.0))
+        for level, error, gap in levels:
             write_cell(root, f"data.augment={level},seed={s}", s, {"data.augment": level}, "augment",
                        error + 0.3 * math.sin(s + len(level)), gap + 0.2 * math.cos(s * len(level)))
     a = analyse(load(root))
@@ -343,6 +347,8 @@ def test_the_factorial_report_explains_main_effects_and_draws_them(tmp_path):
     assert (out / "report_factorial.png").read_bytes()[:4] == b"\x89PNG" and "](report_factorial.png)" in md
     csv = pd.read_csv(out / "report_factorial.csv")
     assert len(csv) == 45 and {"term", "estimate", "low", "high", "p", "p_holm"} <= set(csv.columns)
+    claims = pd.read_csv(out / "report.csv").dropna(subset=["term"]).set_index("claim")
+    assert claims.loc["dropout_gap", "term"] == "no_dropout" and claims.loc["dropout_gap", "verdict"] == REPRODUCED
 
 
 def test_one_seed_of_the_half_fraction_has_no_degrees_of_freedom_left(tmp_path):
@@ -412,7 +418,8 @@ def test_a_ratio_claim_tests_equivalence_on_the_log_scale(tmp_path):
     c = analyse(load(root)).claims.set_index("claim").loc["relu_speed"]
     logs = np.log([(1.0 + 0.03 * (-1) ** s) for s in range(10)])
     se = logs.std(ddof=1) / math.sqrt(10)
-    expected = max(stats.t.sf((logs.mean() + math.log(1.25)) / se, 9), stats.t.cdf((logs.mean() - math.log(1.25)) / se, 9))
+    bound = math.log(1.25)
+    expected = max(stats.t.sf((logs.mean() + bound) / se, 9), stats.t.cdf((logs.mean() - bound) / se, 9))
     assert c["p_equiv"] == pytest.approx(expected) and c["verdict"] == f"{EQUIVALENT}1.25×"
 
 
@@ -446,8 +453,8 @@ def small_sweep(root: Path, seeds) -> None:
         rng = np.random.default_rng(100 + s)
         base = 20 + rng.normal(0, 2)
         write_cell(root, f"ablation=paper,seed={s}", s, {}, "paper", base, 5.0)
-        write_cell(root, f"ablation=no_lrn,seed={s}", s, {"model.lrn": False}, "no_lrn", base + 0.8 + rng.normal(0, 0.6),
-                   5.0)
+        lrn_error = base + 0.8 + rng.normal(0, 0.6)
+        write_cell(root, f"ablation=no_lrn,seed={s}", s, {"model.lrn": False}, "no_lrn", lrn_error, 5.0)
         write_cell(root, f"ablation=no_dropout,seed={s}", s, {"model.dropout": 0.0}, "no_dropout", base,
                    9.0 + rng.normal(0, 1.0))
 
@@ -491,6 +498,10 @@ def test_the_plan_matches_statsmodels_power_and_prints_the_exact_command(planned
     assert plan["command"] == command and command in printed
     assert str(root / "plans" / "plan-1.json") in printed.replace("\n", "")
     assert shlex.split(command)[4] == f"seed=range(0,{target})"  # one argument to the shell
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # what Hydra makes of it: every arm x seed
+        jobs = jobs_of(shlex.split(command)[2:])
+    seeds = {j for job in jobs for j in job if j.startswith("seed=")}
+    assert seeds == {f"seed={s}" for s in range(target)} and len(jobs) == 7 * target
 
 
 def test_the_extended_sweeps_report_names_which_seeds_each_plan_added_and_warns_beyond_it(planned_sweep, tmp_path):
@@ -573,3 +584,38 @@ def test_plan_without_exactly_one_multirun_file_is_one_line(tmp_path, capsys, ma
         main([str(root), "--plan"])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and needle in err and "\n" not in err and not list(root.rglob("plan-*.json"))
+
+
+def test_a_plan_beyond_max_seeds_writes_nothing_and_says_which_claim_needs_the_fewest(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    small_sweep(root, range(3))
+    write_multirun(root, ["sweep=one_at_a_time"])
+    main([str(root), "--plan", "--max-seeds", "3", "--delta", "dropout_gap=0.1"])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "every comparison needs more than --max-seeds 3 seeds" in printed and "no plan written" in printed
+    assert not (root / "plans").exists()
+
+
+def test_plan_refuses_a_wandb_source_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["wandb:ent/proj/group", "--plan"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "--plan needs the sweep folder" in err and "\n" not in err
+
+
+def test_a_factorial_with_tied_runs_gives_no_interval_and_never_p_zero(tmp_path):
+    """Every run at the same error (e.g. all at chance): the model fits exactly, t is undefined, so no
+    interval and no p (a p of 0 would be a finding out of nothing); a diverged run is named."""
+    root = tmp_path / "factorial"
+    for s in (0, 1):
+        for i, x in enumerate(factorial_cells(half=True)):
+            settings = {key: (off if x[arm] > 0 else on) for key, on, off, arm in TRICKS5}
+            write_cell(root, f"r{s}-{i}", s, settings, "factorial_half", 90.0, 0.0)
+    write_run(root, "factorial_half", 2, 0.1, 0.1, status="diverged", completed=False, job="lost",
+              config=config_with({key: on for key, on, *_ in TRICKS5}, "factorial_half"))
+    a = analyse(load(root))
+    test_error = a.terms[a.terms.metric == "test_error"]
+    assert test_error.p.isna().all() and test_error.low.isna().all()
+    assert test_error.note.str.contains("no residual spread").all()
+    assert not (a.claims.p == 0).any()
+    assert any("1 run(s) diverged and are not in the factorial model" in w for w in a.warnings)

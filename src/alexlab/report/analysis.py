@@ -336,6 +336,11 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05, deltas:
             if counts.nunique() > 1:
                 warnings.append(f"{where}cells have unequal numbers of completed seeds (min {counts.min()}, max "
                                 f"{counts.max()}); the linear model uses every completed run")
+            diverged = runs[runs["status"] == "diverged"]
+            if len(diverged):
+                warnings.append(f"{where}{len(diverged)} run(s) diverged and are not in the factorial model (no final "
+                                f"metrics): {', '.join(sorted(set(diverged['ablation'])))}; the effects describe the "
+                                "runs that trained")
             continue
         effects += pairwise_effects(group, done, where, confidence, warnings, unchanged)
     effects = pd.DataFrame(effects, columns=EFFECT_COLUMNS)

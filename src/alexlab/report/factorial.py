@@ -81,17 +81,27 @@ def fit_terms(runs: pd.DataFrame, factors: list[str], metric: str, confidence: f
         note = why or "the completed runs do not separate every main effect and two-factor interaction"
         return [{**r, "note": note, "blocked": blocked} for r in rows]
     fit = sm.OLS(y.to_numpy(), x).fit()
-    ci = fit.conf_int(alpha=1 - confidence) if fit.df_resid >= 1 else np.full((x.shape[1], 2), math.nan)
-    note = "" if fit.df_resid >= 1 else "no residual degrees of freedom (as many model terms as runs): run more seeds"
+    note = residual_problem(fit, y)
+    ci = fit.conf_int(alpha=1 - confidence) if not note else np.full((x.shape[1], 2), math.nan)
+    shown = math.exp if spec.unit == "x" else float
     for j, row in enumerate(rows, start=1):
         scale = 2.0 if row["kind"] == MAIN else 4.0
-        estimate, se = scale * fit.params[j], scale * fit.bse[j] if fit.df_resid >= 1 else math.nan
-        low, high = scale * ci[j][0], scale * ci[j][1]
-        shown = (lambda v: math.exp(v)) if spec.unit == "x" else (lambda v: v)
-        row.update(estimate=shown(estimate), low=shown(low), high=shown(high), scaled=estimate, se=se,
-                   df=float(fit.df_resid), p=float(fit.pvalues[j]) if fit.df_resid >= 1 else math.nan,
-                   sigma=math.sqrt(fit.scale) if fit.df_resid >= 1 else math.nan, blocked=blocked, note=note)
+        estimate = scale * fit.params[j]
+        row.update(estimate=shown(estimate), low=shown(scale * ci[j][0]), high=shown(scale * ci[j][1]),
+                   scaled=estimate, se=scale * fit.bse[j] if not note else math.nan, df=float(fit.df_resid),
+                   p=float(fit.pvalues[j]) if not note else math.nan,
+                   sigma=math.sqrt(fit.scale) if not note else math.nan, blocked=blocked, note=note)
     return rows
+
+
+def residual_problem(fit, y: pd.Series) -> str:
+    """Why the model gives no interval: no residual degrees of freedom, or no residual spread (every
+    run fitted exactly, e.g. runs tied at chance), where t would be undefined and p would read 0."""
+    if fit.df_resid < 1:
+        return "no residual degrees of freedom (as many model terms as runs): run more seeds"
+    if not fit.scale > 1e-12 * max(1.0, float(np.var(y))):
+        return "no residual spread (every run fitted exactly, e.g. tied values): no interval, no p"
+    return ""
 
 
 def factorial_terms(done: pd.DataFrame, confidence: float) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from .designs import FACTORIAL
 from .factorial import MAIN
 from .planfile import PLAN_DIR, plan_paths
 from .runs import ReportError
-from .stats import SIGN_FLIP, SIGN_TEST, T_TEST, seeds_for_power
+from .stats import MAX_SEEDS, SIGN_FLIP, SIGN_TEST, T_TEST, seeds_for_power
 
 POWER = 0.8
 MULTIRUN = "multirun.yaml"
@@ -58,7 +58,10 @@ def factorial_power(term: dict, alpha: float, delta: float, limit: int) -> dict:
     """Seeds (replicates of every cell) for a factorial main effect: se = 2 sigma / sqrt(cells x n),
     residual df = cells x n - terms - (n - 1) seed blocks."""
     if not math.isfinite(term.get("sigma", math.nan)):
-        return {"why": term.get("note") or "no residual spread"}
+        note = term.get("note") or ""
+        why = ("censored: no linear model" if "never reached" in note else
+               "no residual df yet: 2+ seeds" if "degrees of freedom" in note else note or "no residual spread")
+        return {"why": why, "n_now": term["seeds"]}
     scale = 2.0 if term["kind"] == MAIN else 4.0
     cells, params = term["cells"], term["params"]
 
@@ -66,7 +69,8 @@ def factorial_power(term: dict, alpha: float, delta: float, limit: int) -> dict:
         return seeds_for_power(effect, lambda n: scale * term["sigma"] / math.sqrt(cells * n),
                                lambda n: cells * n - params - (n - 1), alpha, POWER, start=1, limit=limit)
 
-    return {"sd": term["sigma"], "seeds_for_delta": need(delta), "seeds_for_observed": need(abs(term["scaled"]))}
+    return {"sd": term["sigma"], "seeds_for_delta": need(delta), "seeds_for_observed": need(abs(term["scaled"])),
+            "n_now": term["seeds"]}
 
 
 def comparisons(analysis: Analysis, limit: int) -> list[dict]:
@@ -127,12 +131,10 @@ def make_plan(analysis: Analysis, root: Path, max_seeds: int) -> dict:
     """The plan as plans/plan-<n>.json records it (not yet written)."""
     sweep_dir = sweep_folder(root)
     present = sorted({int(s) for s in analysis.per_run["seed"].dropna()})
-    rows = comparisons(analysis, max_seeds)
-    wanted = [r["seeds_for_delta"] for r in rows if r["seeds_for_delta"] is not None and r["seeds_for_delta"] <= max_seeds]
-    if not wanted:
-        raise ReportError("--plan: no comparison has a spread to plan from within --max-seeds "
-                          f"{max_seeds} (one seed, or equal differences); run 3 seeds first")
-    target_count = max(max(wanted), len(present))
+    rows = comparisons(analysis, MAX_SEEDS)
+    planned = [r for r in rows if r["seeds_for_delta"] is not None]
+    wanted = [r["seeds_for_delta"] for r in planned if r["seeds_for_delta"] <= max_seeds]
+    target_count = max(wanted + [len(present)])
     extra = [s for s in range(target_count + len(present)) if s not in present][:target_count - len(present)]
     target = sorted(present + extra)
     number = len(plan_paths(sweep_dir)) + 1
@@ -140,7 +142,20 @@ def make_plan(analysis: Analysis, root: Path, max_seeds: int) -> dict:
             "sweep_dir": str(sweep_dir), "seeds_present": present, "target_seeds": target,
             "new_seeds": extra, "command": extend_command(sweep_dir, target) if extra else "",
             "power": POWER, "alpha": analysis.alpha, "max_seeds": max_seeds, "deltas": analysis.deltas,
-            "comparisons": rows}
+            "comparisons": rows, "why_none": why_no_new_seeds(planned, wanted, len(present), max_seeds)}
+
+
+def why_no_new_seeds(planned: list[dict], wanted: list[int], present: int, max_seeds: int) -> str:
+    """Why a plan asks for no new seed ('' when it asks for some)."""
+    if not planned:
+        return "no comparison has a spread to plan from yet (one seed, equal differences or censored times)"
+    if not wanted:
+        fewest = min(planned, key=lambda r: r["seeds_for_delta"])
+        return (f"every comparison needs more than --max-seeds {max_seeds} seeds for {POWER:.0%} power at its δ "
+                f"({fewest['claim']} needs the fewest: {fewest['seeds_for_delta']}); raise --max-seeds or δ (--delta)")
+    if max(wanted) <= present:
+        return f"every comparison that can be planned has {POWER:.0%} power at its δ with the {present} seeds present"
+    return ""
 
 
 def write_plan(plan: dict) -> Path | None:
@@ -163,8 +178,8 @@ def print_plan(plan: dict, path: Path | None, console=None) -> None:
     multi = len({r["group"] for r in rows}) > 1
     table = Table(title=f"seed plan: {POWER:.0%} power, two-sided t, at α/m (Holm's level for the smallest p of a "
                         "family of m)", title_justify="left")
-    for col in (("group",) if multi else ()) + ("claim", "design", "n", "sd", "δ", "α/m", "seeds for δ", "observed",
-                                                "seeds for observed"):
+    for col in (("group",) if multi else ()) + ("claim", "design", "seeds now", "sd", "δ", "α/m", "seeds for δ",
+                                                "observed", "seeds for observed"):
         table.add_column(col, overflow="fold")
     for r in rows:
         unit = "×" if r["unit"] == "x" else " pt"
@@ -176,8 +191,7 @@ def print_plan(plan: dict, path: Path | None, console=None) -> None:
                       "–" if r["why"] else seeds_text(r["seeds_for_observed"], plan["max_seeds"]))
     console.print(table)
     if path is None:
-        console.print(f"every comparison that can be planned has {POWER:.0%} power at its δ with the "
-                      f"{len(plan['seeds_present'])} seeds present: no new runs, no plan written", highlight=False)
+        console.print(f"{plan['why_none']}: no new runs, no plan written", highlight=False)
         return
     console.print(f"plan {plan['plan']}: {len(plan['seeds_present'])} seeds present -> {len(plan['target_seeds'])}; "
                   f"written before any new run: {path}", highlight=False, soft_wrap=True)
@@ -186,4 +200,6 @@ def print_plan(plan: dict, path: Path | None, console=None) -> None:
 
 
 def seeds_text(n: int | None, most: int) -> str:
-    return "–" if n is None else f"> {most}" if n > most else str(n)
+    if n is None:
+        return "–"
+    return f"> {MAX_SEEDS}" if n > MAX_SEEDS else f"{n} (beyond --max-seeds {most})" if n > most else str(n)
