@@ -21,7 +21,7 @@ from alexlab.report.analysis import EQUIVALENT, INCONCLUSIVE, REPRODUCED, level_
 from alexlab.report.cli import main
 from alexlab.report.designs import ARMS, FACTORIAL, LEVELS, ONE_AT_A_TIME, PAPER_LEVELS, TOGGLES
 from alexlab.report.render import markdown
-from conftest import CONF, REPO
+from conftest import CONF
 from test_report import BASE_CONFIG, console_text, merged, write_run
 from test_sweeps import jobs_of
 

@@ -312,14 +312,7 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05, deltas:
     deltas = resolve_deltas(deltas)
     per_run = per_run_metrics(sweep)
     notes = choose_lr(per_run)
-    warnings: list[str] = []
-    per_run["plan"] = ""
-    for folder, plans in plans_by_folder(sweep.plans).items():
-        inside = per_run["path"].astype(str).map(lambda p, f=folder: p.startswith(f + "/"))
-        origin, said = seed_origins(plans, per_run.loc[inside & per_run["seed"].notna(), "seed"])
-        per_run.loc[inside, "plan"] = per_run.loc[inside, "seed"].map(lambda s: origin.get(int(s), "") if pd.notna(s)
-                                                                      else "")
-        warnings += said
+    warnings = seed_plans(per_run, sweep.plans)
     effects, terms, unchanged = [], [], []
     multi = per_run["group"].nunique() > 1
     for group, runs in per_run.groupby("group", sort=True):
@@ -331,16 +324,7 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05, deltas:
                             f"(custom): {', '.join(custom)}")
             done = done[~done["custom"]]
         if len(done) and done["design"].iloc[0] == FACTORIAL:
-            terms.append(factorial_terms(done, confidence))
-            counts = done.groupby("ablation")["seed"].nunique()
-            if counts.nunique() > 1:
-                warnings.append(f"{where}cells have unequal numbers of completed seeds (min {counts.min()}, max "
-                                f"{counts.max()}); the linear model uses every completed run")
-            diverged = runs[runs["status"] == "diverged"]
-            if len(diverged):
-                warnings.append(f"{where}{len(diverged)} run(s) diverged and are not in the factorial model (no final "
-                                f"metrics): {', '.join(sorted(set(diverged['ablation'])))}; the effects describe the "
-                                "runs that trained")
+            terms.append(factorial_group(runs, done, where, confidence, warnings))
             continue
         effects += pairwise_effects(group, done, where, confidence, warnings, unchanged)
     effects = pd.DataFrame(effects, columns=EFFECT_COLUMNS)
@@ -359,6 +343,34 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05, deltas:
     claims, terms = judge(effects, terms, unchanged, arms, confidence, alpha, deltas)
     return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha,
                     arms, unchanged, terms, deltas)
+
+
+def seed_plans(per_run: pd.DataFrame, plans: list[dict]) -> list[str]:
+    """Fill per_run['plan'] (which plan each run's seed came from, planfile.seed_origins) per sweep
+    folder holding plans; return the warnings (seeds beyond the plan, planned seeds not run)."""
+    per_run["plan"] = ""
+    warnings = []
+    for folder, of_folder in plans_by_folder(plans).items():
+        inside = per_run["path"].astype(str).str.startswith(folder + "/") & per_run["seed"].notna()
+        origin, said = seed_origins(of_folder, per_run.loc[inside, "seed"])
+        per_run.loc[inside, "plan"] = [origin.get(int(s), "") for s in per_run.loc[inside, "seed"]]
+        warnings += said
+    return warnings
+
+
+def factorial_group(runs: pd.DataFrame, done: pd.DataFrame, where: str, confidence: float,
+                    warnings: list[str]) -> pd.DataFrame:
+    """The factorial model's terms for one group, with what the model leaves out said."""
+    counts = done.groupby("ablation")["seed"].nunique()
+    if counts.nunique() > 1:
+        warnings.append(f"{where}cells have unequal numbers of completed seeds (min {counts.min()}, max "
+                        f"{counts.max()}); the linear model uses every completed run")
+    diverged = runs[runs["status"] == "diverged"]
+    if len(diverged):
+        warnings.append(f"{where}{len(diverged)} run(s) diverged and are not in the factorial model (no final "
+                        f"metrics): {', '.join(sorted(set(diverged['ablation'])))}; the effects describe the runs "
+                        "that trained")
+    return factorial_terms(done, confidence)
 
 
 def plans_by_folder(plans: list[dict]) -> dict[str, list[dict]]:

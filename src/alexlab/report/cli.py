@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import fail
+from ..errors import AlexlabError, fail
 from .analysis import analyse
 from .load import load
 from .plan import make_plan, print_plan, write_plan
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
             path = write(analysis, out)
         except OSError as err:
             raise ReportError(f"{out}: cannot write the report there ({err.strerror or err}); use --out DIR") from None
-    except ReportError as err:
+    except AlexlabError as err:  # ReportError, or a plan file that cannot be written
         fail(str(err))
     print_console(analysis, path)
 

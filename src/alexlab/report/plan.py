@@ -89,9 +89,14 @@ def comparisons(analysis: Analysis, limit: int) -> list[dict]:
             found = paired_power(row, alpha, delta, limit)
         rows.append({"group": row["group"], "claim": row["claim"], "design": row.get("design") or "",
                      "metric": row["metric"], "unit": row["unit"], "n_now": int(row.get("n") or 0),
-                     "delta": row["delta"], "observed": row.get("effect"), "family": m, "alpha": alpha,
+                     "delta": row["delta"], "observed": finite_or_none(row.get("effect")), "family": m, "alpha": alpha,
                      "sd": None, "seeds_for_delta": None, "seeds_for_observed": None, "why": "", **found})
     return rows
+
+
+def finite_or_none(x) -> float | None:
+    """A number the plan file can hold (JSON has no NaN)."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def multirun_overrides(sweep_dir: Path) -> tuple[list[str], list[str]]:
@@ -163,7 +168,10 @@ def write_plan(plan: dict) -> Path | None:
     if not plan["new_seeds"]:
         return None
     path = Path(plan["sweep_dir"]) / PLAN_DIR / f"plan-{plan['plan']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"{path.parent}: cannot write the plan there ({err.strerror or err})") from None
     write_json(path, plan)
     return path
 
@@ -184,7 +192,7 @@ def print_plan(plan: dict, path: Path | None, console=None) -> None:
     for r in rows:
         unit = "×" if r["unit"] == "x" else " pt"
         sd = "–" if r["sd"] is None else f"{r['sd']:.3g}" + (" (log)" if r["unit"] == "x" else "")
-        observed = "–" if r["observed"] is None or not math.isfinite(r["observed"]) else f"{r['observed']:.3g}{unit}"
+        observed = "–" if r["observed"] is None else f"{r['observed']:.3g}{unit}"
         table.add_row(*([escape(r["group"])] if multi else []), r["claim"], r["design"], str(r["n_now"]), sd,
                       f"{r['delta']:g}{unit}", f"{plan['alpha']:g}/{r['family']}",
                       escape(r["why"]) or seeds_text(r["seeds_for_delta"], plan["max_seeds"]), observed,

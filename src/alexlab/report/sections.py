@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import Analysis, level_summary
+from .analysis import Analysis, arm_order, level_summary
 from .claims import METRICS
 from .designs import LEVELS, REFERENCE, level_text
 from .factorial import MAIN
@@ -39,7 +39,7 @@ def group_designs(analysis: Analysis) -> pd.DataFrame:
             continue
         varied = sorted({k for c in runs["changes"] for k in c})
         reference = runs.loc[runs["changes"].map(len) == 0, "toggles"]
-        arms = [a for a in dict.fromkeys(runs["ablation"]) if a != REFERENCE]
+        arms = [a for a in arm_order(runs["ablation"]) if a != REFERENCE]
         rows.append({"group": group, "design": runs["design"].iloc[0], "text": runs["design_text"].iloc[0],
                      "varied": varied, "reference": reference.iloc[0] if len(reference) else None,
                      "arms": arms, "seeds": runs.loc[runs["ok"], "seed"].nunique(), "runs": len(runs),
