@@ -34,11 +34,12 @@ NO_SPREAD = {"": "1 seed: no spread yet", SIGN_FLIP: "equal differences: no spre
 
 
 def family_sizes(analysis: Analysis) -> dict[str, int]:
-    """m per group: the claims it judges (one-at-a-time, levels), or every term (a factorial)."""
+    """m per group: the claims it judges (one-at-a-time, levels), or every term of the metrics its
+    model estimates (a factorial; epochs are left out while runs are censored)."""
     judged = analysis.claims[~analysis.claims["verdict"].isin([NOT_RUN, UNCHANGED])]
     sizes = judged.groupby("group")["claim"].nunique().to_dict()
     for group, terms in analysis.terms.groupby("group"):
-        sizes[group] = len(terms)
+        sizes[group] = int(terms["estimate"].notna().sum()) or len(terms)
     return sizes
 
 
