@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from alexlab.report.analysis import FINDINGS, verdict
+from alexlab.report.analysis import EQUIVALENT, FINDINGS, verdict
 from alexlab.report.stats import (SIGN_FLIP, T_TEST, holm, ordered_pairs, paired_interval, paired_p,
-                                  pairs_needed_for_sign_test, sign_test_p, times_p)
+                                  pairs_needed_for_sign_test, seeds_for_power, sign_test_p, t_power, times_p, tost_p)
 
 ALPHA = 0.05
 SETS = 2000
@@ -168,3 +168,95 @@ def test_holm_adjusted_p_rejects_exactly_what_the_step_down_procedure_rejects():
             assert np.array_equal(adjusted <= alpha, holm_by_definition(p, alpha)), (p, alpha)
     assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert math.isnan(holm([0.01, float("nan")])[1])
+
+
+# ------------------------------------------------------------------- equivalence and the one family
+BIG_TEST = 2000     # a test set of 2,000 images: error differences on a 0.05 pt lattice
+
+
+def lattice_differences(rng, n: int, theta_pt: float) -> np.ndarray:
+    """Per-seed test-error differences (pt; sets x seeds): a seed's difficulty shared by both runs, each
+    error a count of wrong images, the arm's true error theta_pt higher."""
+    p = np.clip(0.25 + 0.04 * rng.standard_normal((SETS, n)), 0.01, 0.98)
+    paper = rng.binomial(BIG_TEST, p) / BIG_TEST
+    arm = rng.binomial(BIG_TEST, p + theta_pt / 100) / BIG_TEST
+    return (arm - paper) * 100
+
+
+def family_verdicts(diffs: list[np.ndarray], delta: float) -> np.ndarray:
+    """The report's procedure for claims judged together: paired p and TOST p per claim (the functions
+    the report calls), Holm over all of them with each claim one unit, the verdict word. Returns
+    (sets x claims) verdicts."""
+    n = diffs[0].shape[1]
+    p_diff = np.column_stack([paired_p(d) for d in diffs])
+    p_equiv = np.column_stack([tost_p(d.mean(axis=1), d.std(axis=1, ddof=1) / math.sqrt(n), n - 1, delta)
+                               for d in diffs])
+    observed = np.column_stack([np.sign(d.mean(axis=1)) for d in diffs]).astype(int)
+    claims = list(range(len(diffs)))
+    words = np.empty((SETS, len(diffs)), dtype=object)
+    for i in range(SETS):
+        adjusted = holm(np.concatenate([p_diff[i], p_equiv[i]]), units=claims * 2)
+        for j in claims:
+            words[i, j] = verdict(+1, observed[i, j], p_diff[i, j], adjusted[j], ALPHA, adjusted[len(claims) + j])
+    return words
+
+
+@pytest.mark.parametrize("theta", [1.0, -1.0])
+def test_an_effect_of_exactly_delta_is_called_no_larger_than_delta_at_most_alpha_of_the_time(theta):
+    words = family_verdicts([lattice_differences(np.random.default_rng(41), 10, theta)], delta=1.0)
+    declared = np.vectorize(lambda w: w.startswith(EQUIVALENT))(words).mean()
+    assert declared <= LIMIT, declared
+
+
+def test_a_true_zero_with_enough_seeds_is_called_no_larger_than_delta_most_of_the_time():
+    rng = np.random.default_rng(42)
+    zero = family_verdicts([lattice_differences(rng, 30, 0.0)], delta=1.0)
+    assert np.vectorize(lambda w: w.startswith(EQUIVALENT))(zero).mean() > 0.9
+    twice = family_verdicts([lattice_differences(rng, 30, 2.0)], delta=1.0)   # 2 delta: never "no effect"
+    assert not np.vectorize(lambda w: w.startswith(EQUIVALENT))(twice).any()
+
+
+def test_one_family_for_difference_and_equivalence_keeps_the_family_wise_error_where_two_would_not():
+    """Four claims, two with no effect (a 'reproduced'/'contradicted' would be false) and two with an
+    effect of exactly delta (a 'no effect larger than delta' would be false), 30 seeds, so that each
+    claim's false null is rejected early. The report's one family, each claim counted once until both
+    its tests are rejected, makes any false finding at most alpha; Holm run separately over the
+    difference tests and over the equivalence tests (two families) makes it about 2 alpha."""
+    rng, n = np.random.default_rng(43), 30
+    diffs = [lattice_differences(rng, n, theta) for theta in (0.0, 0.0, 1.0, -1.0)]
+    words = family_verdicts(diffs, delta=1.0)
+    false_difference = np.isin(words[:, :2], FINDINGS).any(axis=1)
+    false_equivalence = np.vectorize(lambda w: w.startswith(EQUIVALENT))(words[:, 2:]).any(axis=1)
+    assert (false_difference | false_equivalence).mean() <= LIMIT
+    p_diff = np.column_stack([paired_p(d) for d in diffs])
+    p_equiv = np.column_stack([tost_p(d.mean(1), d.std(1, ddof=1) / math.sqrt(n), n - 1, 1.0) for d in diffs])
+    two = np.array([(holm(p_diff[i])[:2] < ALPHA).any() or (holm(p_equiv[i])[2:] < ALPHA).any() for i in range(SETS)])
+    assert two.mean() > LIMIT, two.mean()
+
+
+def test_tost_matches_statsmodels_and_the_interval_inside_delta():
+    from statsmodels.stats.weightstats import ttost_paired
+    arm = np.array([20.1, 19.6, 21.0, 20.4, 19.9, 20.7])
+    paper = np.array([20.0, 19.9, 20.6, 20.5, 19.7, 20.2])
+    d = arm - paper
+    p = tost_p(d.mean(), stats.sem(d), len(d) - 1, 1.0)
+    assert p == pytest.approx(ttost_paired(arm, paper, -1.0, 1.0)[0])
+    low, high = stats.t.interval(1 - 2 * ALPHA, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    for delta in np.linspace(0.05, 2.0, 40):  # p < alpha exactly when the 90% interval lies inside +-delta
+        assert (tost_p(d.mean(), stats.sem(d), len(d) - 1, delta) < ALPHA) == (-delta < low and high < delta)
+    assert math.isnan(tost_p(0.5, 0.0, 5, 1.0)) and math.isnan(tost_p(0.5, 0.1, 0, 1.0))
+
+
+def test_holm_counts_a_claims_two_tests_once_until_both_are_rejected():
+    # claim a: difference 0.01, equivalence 0.02; claim b: 0.03 -> multipliers 2, 2, 1 (a still open, then b alone)
+    assert holm([0.01, 0.02, 0.03], units=["a", "a", "b"]) == pytest.approx([0.02, 0.04, 0.04])
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx(holm([0.01, 0.04, 0.03], units=[0, 1, 2]))
+
+
+def test_power_matches_statsmodels_and_the_seeds_for_it_are_the_first_enough():
+    from statsmodels.stats.power import TTestPower
+    for d, n, alpha in ((0.5, 10, 0.05), (1.2, 4, 0.01), (0.3, 40, 0.05 / 7)):
+        assert t_power(d, 1 / math.sqrt(n), n - 1, alpha) == pytest.approx(TTestPower().power(d, n, alpha))
+    n = seeds_for_power(0.5, lambda k: 1 / math.sqrt(k), lambda k: k - 1, 0.05 / 3)
+    assert TTestPower().power(0.5, n, 0.05 / 3) >= 0.8 > TTestPower().power(0.5, n - 1, 0.05 / 3)
+    assert seeds_for_power(0.0, lambda k: 1.0, lambda k: k - 1, 0.05) is None

@@ -1,13 +1,17 @@
-"""Per-run metrics -> paired effects (ablation - paper, same seed) -> one verdict per claim.
+"""Per-run metrics -> effects -> one verdict per claim.
 
-Runs are compared only within a group: same experiment name and same overrides apart from
-`ablation` and `seed`. Verdicts read the final epoch; the best epoch is shown beside them. The
-headline word follows Holm's correction over the claims of a group that have a p-value.
+Runs are compared only within a group, and how depends on the group's design (designs.py): in
+one-at-a-time, levels and Figure 1 groups each arm against the reference, paired by seed (arm -
+paper); in a factorial the main effects and interactions of one linear model (factorial.py).
+Verdicts read the final epoch; the best epoch is shown beside them. The headline word follows
+Holm's correction over one family per group: its claims' difference and equivalence tests (each
+claim counted once, stats.holm), and in a factorial every term reported.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,14 +19,17 @@ import pandas as pd
 from ..curves import TRAIN_ERROR_COLUMN, epochs_to_error
 from ..settings import RESULT_NEUTRAL, differences
 from .claims import CLAIMS, METRICS, TRICKS
-from .runs import REFERENCE, Sweep
-from .stats import SIGN_FLIP, SIGN_TEST, holm, ordered_pairs, paired_interval, seeds_needed, times_p
+from .designs import ARMS, FACTORIAL, REFERENCE, single_toggle_arms
+from .factorial import MAIN, TERM_COLUMNS, factorial_terms
+from .planfile import seed_origins
+from .runs import ReportError, Sweep
+from .stats import SIGN_FLIP, SIGN_TEST, T_TEST, holm, ordered_pairs, paired_interval, seeds_needed, times_p, tost_p
 
 EFFECT_METRICS = ("test_error", "gap", "test_error_best", "gap_best", "best_epoch", "epochs_ratio")
 WITHIN_METRICS = tuple(name for name, spec in METRICS.items() if spec.minus)  # read within the paper runs
-EFFECT_COLUMNS = ["group", "ablation", "metric", "label", "unit", "reading", "pairs", "n", "n_paper", "n_ablation",
-                  "paper_mean", "ablation_mean", "effect", "low", "high", "sd", "p", "method", "observed", "ordered",
-                  "seeds_needed", "note", "bound"]
+EFFECT_COLUMNS = ["group", "design", "ablation", "metric", "label", "unit", "reading", "pairs", "n", "n_paper",
+                  "n_ablation", "paper_mean", "ablation_mean", "effect", "low", "high", "sd", "scaled", "se", "df", "p",
+                  "method", "observed", "ordered", "seeds_needed", "note", "bound"]
 
 # The verdict words. Only the first two are headline findings (bold, strong colour): they need the
 # Holm-adjusted p below alpha.
@@ -31,9 +38,15 @@ CONTRADICTED = "contradicted"
 SUGGESTIVE = "suggestive, not significant after correction"
 PAPERS_WAY, AGAINST = "in the paper's direction", "against the paper"   # said after SUGGESTIVE
 INCONCLUSIVE = "inconclusive"
+EQUIVALENT = "no effect larger than ±"    # + delta: both one-sided tests survive Holm
 UNCHANGED = "not tested: the arm changes nothing here"
 NOT_RUN = "not run"
-FINDINGS = (REPRODUCED, CONTRADICTED)
+FINDINGS = (REPRODUCED, CONTRADICTED)    # findings about the paper's direction; EQUIVALENT is one too
+
+
+def is_finding(word: str) -> bool:
+    return word in FINDINGS or word.startswith(EQUIVALENT)
+
 
 # keys that may differ between an arm and `paper` without the arm changing anything
 SAME_RUN_IGNORES = tuple(RESULT_NEUTRAL) + ("ablation_name",)
@@ -54,6 +67,8 @@ class Analysis:
     alpha: float = 0.05
     arms: pd.DataFrame = field(default_factory=pd.DataFrame)   # per group x arm: runs, diverged, collapsed, means
     unchanged: list[tuple[str, str]] = field(default_factory=list)  # (group, arm) that change nothing
+    terms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TERM_COLUMNS))  # factorial terms
+    deltas: dict = field(default_factory=dict)     # claim id -> smallest effect of interest
 
 
 def last_value(rows: pd.DataFrame, column: str) -> float:
@@ -151,6 +166,14 @@ def sign(x: float) -> int:
     return int(np.sign(x)) if np.isfinite(x) else 0
 
 
+def spread(iv) -> dict:
+    """The estimate on its tested scale (pt, or log ratio), its standard error and degrees of freedom:
+    what the equivalence test and a power calculation read. No standard error without a t-test."""
+    t_test = iv.method == T_TEST
+    return {"scaled": iv.mean, "se": iv.sd / math.sqrt(iv.n) if t_test else math.nan,
+            "df": iv.n - 1.0 if t_test else math.nan}
+
+
 def compare_arms(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence: float) -> dict:
     """The paired effect of one metric: per-seed arm - paper (ratio arm/paper for epochs)."""
     spec = METRICS[metric]
@@ -165,7 +188,7 @@ def compare_arms(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence
             "paper_mean": a.mean() * scale, "ablation_mean": b.mean() * scale, "note": "", "bound": "",
             "effect": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "sd": iv.sd, "p": iv.p,
             "method": iv.method, "observed": sign(iv.mean), "ordered": math.nan,
-            "seeds_needed": seeds_needed(iv.mean, iv.sd, confidence)}
+            "seeds_needed": seeds_needed(iv.mean, iv.sd, confidence), **spread(iv)}
 
 
 def compare_within(runs: pd.DataFrame, metric: str, confidence: float) -> dict:
@@ -179,7 +202,8 @@ def compare_within(runs: pd.DataFrame, metric: str, confidence: float) -> dict:
             "note": f"{len(both)} of {len(runs)} runs logged {spec.minus}" if len(both) < len(runs) else "",
             "bound": "", "effect": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "sd": iv.sd, "p": iv.p,
             "method": iv.method, "observed": sign(iv.mean), "ordered": math.nan,
-            "seeds_needed": seeds_needed(iv.mean, iv.sd, confidence), "n_paper": len(runs), "n_ablation": len(runs)}
+            "seeds_needed": seeds_needed(iv.mean, iv.sd, confidence), "n_paper": len(runs), "n_ablation": len(runs),
+            **spread(iv)}
 
 
 def compare_times(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidence: float) -> dict:
@@ -208,7 +232,7 @@ def compare_times(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidenc
         iv = paired_interval(logs, confidence)
         row.update(effect=math.exp(iv.mean) if iv.n else math.nan, low=math.exp(iv.low), high=math.exp(iv.high),
                    n=iv.n, sd=iv.sd, p=iv.p, method=iv.method, observed=sign(iv.mean),
-                   seeds_needed=seeds_needed(iv.mean, iv.sd, confidence))
+                   seeds_needed=seeds_needed(iv.mean, iv.sd, confidence), **spread(iv))
         return {**row, "note": "; ".join(notes)}
     slower, faster = (int(x) for x in ordered_pairs(ta, ca, tp, cp))
     p, _ = times_p(ta, ca, tp, cp)
@@ -217,8 +241,8 @@ def compare_times(paper: pd.DataFrame, arm: pd.DataFrame, metric: str, confidenc
                  f"{int(cp.sum())} paper run(s); exact sign test on the {slower + faster} pair(s) whose order is "
                  f"known ({slower} arm slower, {faster} faster)")
     row.update(effect=math.exp(logs.mean()), low=math.nan, high=math.nan, n=len(ta), sd=math.nan, p=float(p),
-               method=SIGN_TEST, observed=sign(slower - faster), ordered=slower + faster, seeds_needed=None,
-               bound=bound)
+               scaled=float(logs.mean()), se=math.nan, df=math.nan, method=SIGN_TEST, observed=sign(slower - faster),
+               ordered=slower + faster, seeds_needed=None, bound=bound)
     return {**row, "note": "; ".join(notes)}
 
 
@@ -269,46 +293,42 @@ def arm_health(per_run: pd.DataFrame) -> pd.DataFrame:
                                        "train_clean_acc", "test_acc", "gap"])
 
 
-def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Analysis:
+def resolve_deltas(deltas: dict | None) -> dict[str, float]:
+    """Every claim's smallest effect of interest: the claims table's, replaced where `deltas` says."""
+    known = {c.id: c for c in CLAIMS}
+    out = {c.id: float(c.delta) for c in CLAIMS}
+    for cid, value in (deltas or {}).items():
+        if cid not in known:
+            raise ReportError(f"--delta {cid}={value}: no claim {cid!r}; claims: {', '.join(known)}")
+        ratio = METRICS[known[cid].metric].unit == "x"
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > (1.0 if ratio else 0.0)):
+            what = "a ratio > 1 (e.g. 1.25)" if ratio else "a positive number of percentage points (e.g. 0.5)"
+            raise ReportError(f"--delta {cid}={value} is not valid; give {what}")
+        out[cid] = float(value)
+    return out
+
+
+def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05, deltas: dict | None = None) -> Analysis:
+    deltas = resolve_deltas(deltas)
     per_run = per_run_metrics(sweep)
     notes = choose_lr(per_run)
-    warnings: list[str] = []
-    effects, unchanged = [], []
+    warnings = seed_plans(per_run, sweep.plans)
+    effects, terms, unchanged = [], [], []
     multi = per_run["group"].nunique() > 1
     for group, runs in per_run.groupby("group", sort=True):
         where = f"{group}: " if multi else ""
         done = completed_runs(runs, where, warnings)
-        counts = done.groupby("ablation")["seed"].nunique()
-        if counts.nunique() > 1:
-            shown = ", ".join(f"{a} {n}" for a, n in counts.items())
-            warnings.append(f"{where}arms have unequal numbers of completed seeds ({shown}); each effect uses only "
-                            "the seeds both of its arms completed")
-        arms = [a for a in arm_order(done["ablation"]) if a != REFERENCE]
-        if REFERENCE not in counts.index:
-            if arms:
-                warnings.append(f"{where}no completed ablation=paper run: {', '.join(arms)} cannot be compared")
+        custom = sorted(set(done.loc[done["custom"], "ablation"]))
+        if custom:
+            warnings.append(f"{where}runs changing several toggles outside the group's design are not compared "
+                            f"(custom): {', '.join(custom)}")
+            done = done[~done["custom"]]
+        if len(done) and done["design"].iloc[0] == FACTORIAL:
+            terms.append(factorial_group(runs, done, where, confidence, warnings))
             continue
-        paper = done[done["ablation"] == REFERENCE]
-        for ablation in arms:
-            arm = done[done["ablation"] == ablation]
-            if changes_nothing(paper, arm):
-                unchanged.append((group, ablation))
-                warnings.append(f"{where}{ablation} changes nothing in this group (same resolved settings as paper): "
-                                "not compared, no verdict, left out of the Holm family")
-                continue
-            for only, other, seeds in ((REFERENCE, ablation, set(paper.seed) - set(arm.seed)),
-                                       (ablation, REFERENCE, set(arm.seed) - set(paper.seed))):
-                if seeds:
-                    warnings.append(f"{where}{ablation} vs paper: seed(s) {', '.join(map(str, sorted(seeds)))} "
-                                    f"completed by {only} but not by {other}; left out of this comparison")
-            for metric in EFFECT_METRICS:
-                effects.append({"group": group, "ablation": ablation,
-                                **compare_arms(paper, arm, metric, confidence),
-                                "n_paper": len(paper), "n_ablation": len(arm)})
-        for metric in WITHIN_METRICS:
-            if paper[METRICS[metric].minus].notna().any():
-                effects.append({"group": group, "ablation": REFERENCE, **compare_within(paper, metric, confidence)})
+        effects += pairwise_effects(group, done, where, confidence, warnings, unchanged)
     effects = pd.DataFrame(effects, columns=EFFECT_COLUMNS)
+    terms = pd.concat(terms, ignore_index=True) if terms else pd.DataFrame(columns=TERM_COLUMNS)
     single = effects[(effects["n"] == 1) & effects["metric"].isin(["test_error", *WITHIN_METRICS])]
     for s in single.itertuples():
         warnings.append(f"{s.group + ': ' if multi else ''}{s.ablation}: only one seed pair, so no interval and "
@@ -320,22 +340,103 @@ def analyse(sweep: Sweep, confidence: float = 0.95, alpha: float = 0.05) -> Anal
                         f"its p = {s.p:.3g} is the exact sign-flip p (2^(1-n), or 1 when all are zero); "
                         "run more seeds")
     arms = arm_health(per_run)
-    claims = judge(effects, unchanged, arms, confidence, alpha)
+    claims, terms = judge(effects, terms, unchanged, arms, confidence, alpha, deltas)
     return Analysis(sweep, per_run, effects, claims, problems_of(per_run), warnings, notes, confidence, alpha,
-                    arms, unchanged)
+                    arms, unchanged, terms, deltas)
 
 
-def verdict(direction: int, observed: int, p: float, p_holm: float, alpha: float) -> str:
-    """The headline word: a finding only when it survives Holm's correction (direction: the
-    estimate's sign against the paper's), 'suggestive' when only the raw p is below alpha."""
-    if not np.isfinite(p):
-        return INCONCLUSIVE
-    agrees = observed == direction
+def seed_plans(per_run: pd.DataFrame, plans: list[dict]) -> list[str]:
+    """Fill per_run['plan'] (which plan each run's seed came from, planfile.seed_origins) per sweep
+    folder holding plans; return the warnings (seeds beyond the plan, planned seeds not run)."""
+    per_run["plan"] = ""
+    warnings = []
+    for folder, of_folder in plans_by_folder(plans).items():
+        inside = per_run["path"].astype(str).str.startswith(folder + "/") & per_run["seed"].notna()
+        origin, said = seed_origins(of_folder, per_run.loc[inside, "seed"])
+        per_run.loc[inside, "plan"] = [origin.get(int(s), "") for s in per_run.loc[inside, "seed"]]
+        warnings += said
+    return warnings
+
+
+def factorial_group(runs: pd.DataFrame, done: pd.DataFrame, where: str, confidence: float,
+                    warnings: list[str]) -> pd.DataFrame:
+    """The factorial model's terms for one group, with what the model leaves out said."""
+    counts = done.groupby("ablation")["seed"].nunique()
+    if counts.nunique() > 1:
+        warnings.append(f"{where}cells have unequal numbers of completed seeds (min {counts.min()}, max "
+                        f"{counts.max()}); the linear model uses every completed run")
+    diverged = runs[runs["status"] == "diverged"]
+    if len(diverged):
+        warnings.append(f"{where}{len(diverged)} run(s) diverged and are not in the factorial model (no final "
+                        f"metrics): {', '.join(sorted(set(diverged['ablation'])))}; the effects describe the runs "
+                        "that trained")
+    return factorial_terms(done, confidence)
+
+
+def plans_by_folder(plans: list[dict]) -> dict[str, list[dict]]:
+    """The plans of each sweep folder (the folder holding plans/), in plan order."""
+    out: dict[str, list[dict]] = {}
+    for plan in plans:
+        out.setdefault(str(Path(plan["path"]).parent.parent), []).append(plan)
+    return out
+
+
+def pairwise_effects(group: str, done: pd.DataFrame, where: str, confidence: float, warnings: list[str],
+                     unchanged: list[tuple[str, str]]) -> list[dict]:
+    """Each arm of a one-at-a-time, levels or Figure 1 group against its reference, paired by seed."""
+    counts = done.groupby("ablation")["seed"].nunique()
+    design = done["design"].iloc[0] if len(done) else ""
+    if counts.nunique() > 1:
+        shown = ", ".join(f"{a} {n}" for a, n in counts.items())
+        warnings.append(f"{where}arms have unequal numbers of completed seeds ({shown}); each effect uses only "
+                        "the seeds both of its arms completed")
+    arms = [a for a in arm_order(done["ablation"]) if a != REFERENCE]
+    if REFERENCE not in counts.index:
+        if arms:
+            warnings.append(f"{where}no completed run at the reference (the paper's settings): "
+                            f"{', '.join(arms)} cannot be compared")
+        return []
+    effects = []
+    paper = done[done["ablation"] == REFERENCE]
+    for ablation in arms:
+        arm = done[done["ablation"] == ablation]
+        if changes_nothing(paper, arm):
+            unchanged.append((group, ablation))
+            warnings.append(f"{where}{ablation} changes nothing in this group (same resolved settings as paper): "
+                            "not compared, no verdict, left out of the Holm family")
+            continue
+        for only, other, seeds in ((REFERENCE, ablation, set(paper.seed) - set(arm.seed)),
+                                   (ablation, REFERENCE, set(arm.seed) - set(paper.seed))):
+            if seeds:
+                warnings.append(f"{where}{ablation} vs paper: seed(s) {', '.join(map(str, sorted(seeds)))} "
+                                f"completed by {only} but not by {other}; left out of this comparison")
+        for metric in EFFECT_METRICS:
+            effects.append({"group": group, "design": design, "ablation": ablation,
+                            **compare_arms(paper, arm, metric, confidence),
+                            "n_paper": len(paper), "n_ablation": len(arm)})
+    for metric in WITHIN_METRICS:
+        if paper[METRICS[metric].minus].notna().any():
+            effects.append({"group": group, "design": design, "ablation": REFERENCE,
+                            **compare_within(paper, metric, confidence)})
+    return effects
+
+
+def verdict(direction: int, observed: int, p: float, p_holm: float, alpha: float, p_equiv_holm: float = math.nan,
+            delta: str = "δ") -> str:
+    """The headline word: a finding only when it survives Holm's correction: reproduced/contradicted
+    (the estimate's sign against the paper's) when the difference test does, else 'no effect larger
+    than +-delta' when the equivalence test does; 'suggestive' when only the raw p is below alpha."""
     if np.isfinite(p_holm) and p_holm < alpha:
-        return REPRODUCED if agrees else CONTRADICTED
-    if p < alpha:
-        return f"{SUGGESTIVE} ({PAPERS_WAY if agrees else AGAINST})"
+        return REPRODUCED if observed == direction else CONTRADICTED
+    if np.isfinite(p_equiv_holm) and p_equiv_holm < alpha:
+        return f"{EQUIVALENT}{delta}"
+    if np.isfinite(p) and p < alpha:
+        return f"{SUGGESTIVE} ({PAPERS_WAY if observed == direction else AGAINST})"
     return INCONCLUSIVE
+
+
+def delta_text(delta: float, unit: str) -> str:
+    return f"{delta:g}×" if unit == "x" else f"{delta:g} pt"
 
 
 def size_vs_paper(claim, e: dict, null: float) -> tuple[str, str]:
@@ -387,51 +488,115 @@ def failure_caveat(arms: pd.DataFrame, group: str, arm: str) -> str:
     return "; ".join(said)
 
 
-def judge(effects: pd.DataFrame, unchanged: list[tuple[str, str]], arms: pd.DataFrame, confidence: float,
-          alpha: float) -> pd.DataFrame:
-    rows = []
-    for claim in CLAIMS:
-        spec = METRICS[claim.metric]
-        null = 1.0 if spec.unit == "x" else 0.0
-        found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)]
-        base = {"claim": claim.id, "ablation": claim.ablation, "section": claim.section, "statement": claim.claim,
-                "metric": claim.metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading,
-                "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value,
-                "short": claim.short, "later": claim.later, "later_value": claim.later_value}
-        idle = [g for g, a in unchanged if a == claim.ablation]
-        rows += [{**base, "group": g, "verdict": UNCHANGED, "n": 0} for g in idle]
-        if found.empty and not idle:
-            rows.append({**base, "group": "", "verdict": NOT_RUN, "n": 0})
-        for e in found.to_dict("records"):
-            beside = {}
-            if spec.best_of:
-                b = effects[(effects["group"] == e["group"]) & (effects["ablation"] == claim.ablation)
-                            & (effects["metric"] == spec.best_of)].iloc[0]
-                beside = {"best_effect": b.effect, "best_low": b.low, "best_high": b.high,
-                          "paper_best_epoch": mean_of(effects, e["group"], claim.ablation, "paper_mean"),
-                          "ablation_best_epoch": mean_of(effects, e["group"], claim.ablation, "ablation_mean")}
-            rows.append({**base, **{k: e[k] for k in ("group", "n", "pairs", "paper_mean", "ablation_mean", "effect",
-                                                      "low", "high", "p", "method", "observed", "ordered", "bound",
-                                                      "note", "seeds_needed")},
-                         **dict(zip(("vs_paper_kind", "vs_paper"), size_vs_paper(claim, e, null))),
-                         "caveat": failure_caveat(arms, e["group"], claim.ablation), **beside})
+def claim_terms(terms: pd.DataFrame, claim) -> pd.DataFrame:
+    """The factorial main effects that answer a claim: the claim's arm is one toggle value, a factor
+    of the group at exactly that level, and the claim's metric was modelled."""
+    settings = ARMS.get(claim.ablation, {})
+    if len(settings) != 1 or terms.empty:
+        return terms.iloc[0:0]
+    key, value = next(iter(settings.items()))
+    arm = single_toggle_arms().get((key, value))
+    return terms[(terms["kind"] == MAIN) & (terms["metric"] == claim.metric) & (terms["term"] == arm)
+                 & terms["factors"].map(lambda f: tuple(f) == (key,))]
+
+
+def equivalence_p(row: dict, delta: float) -> float:
+    """TOST p of |effect| < delta on the tested scale (pt; log ratio for 'x', delta as a ratio)."""
+    scaled_delta = math.log(delta) if row["unit"] == "x" else delta
+    return float(tost_p(row.get("scaled", math.nan), row.get("se", math.nan), row.get("df", math.nan), scaled_delta))
+
+
+CLAIM_FIELDS = ("group", "design", "n", "pairs", "paper_mean", "ablation_mean", "effect", "low", "high", "p", "method",
+                "observed", "ordered", "bound", "note", "seeds_needed", "scaled", "se", "df")
+
+
+def claim_rows(claim, effects: pd.DataFrame, terms: pd.DataFrame, unchanged, arms: pd.DataFrame,
+               delta: float) -> list[dict]:
+    spec = METRICS[claim.metric]
+    null = 1.0 if spec.unit == "x" else 0.0
+    base = {"claim": claim.id, "ablation": claim.ablation, "section": claim.section, "statement": claim.claim,
+            "metric": claim.metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading,
+            "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value,
+            "short": claim.short, "later": claim.later, "later_value": claim.later_value, "delta": delta}
+    found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)]
+    answered = claim_terms(terms, claim)
+    idle = [g for g, a in unchanged if a == claim.ablation]
+    rows = [{**base, "group": g, "verdict": UNCHANGED, "n": 0} for g in idle]
+    if found.empty and answered.empty and not idle:
+        rows.append({**base, "group": "", "verdict": NOT_RUN, "n": 0})
+    for e in found.to_dict("records"):
+        beside = {}
+        if spec.best_of:
+            b = effects[(effects["group"] == e["group"]) & (effects["ablation"] == claim.ablation)
+                        & (effects["metric"] == spec.best_of)].iloc[0]
+            beside = {"best_effect": b.effect, "best_low": b.low, "best_high": b.high,
+                      "paper_best_epoch": mean_of(effects, e["group"], claim.ablation, "paper_mean"),
+                      "ablation_best_epoch": mean_of(effects, e["group"], claim.ablation, "ablation_mean")}
+        rows.append({**base, **{k: e[k] for k in CLAIM_FIELDS}, "term": "",
+                     **dict(zip(("vs_paper_kind", "vs_paper"), size_vs_paper(claim, e, null))),
+                     "caveat": failure_caveat(arms, e["group"], claim.ablation), **beside,
+                     "p_equiv": equivalence_p(e, delta)})
+    for t in answered.to_dict("records"):
+        e = {**t, "effect": t["estimate"], "n": t["runs"], "pairs": t["runs"], "bound": "", "ordered": math.nan,
+             "observed": sign(t["scaled"]), "seeds_needed": None, "paper_mean": math.nan, "ablation_mean": math.nan,
+             "design": FACTORIAL}
+        rows.append({**base, **{k: e.get(k) for k in CLAIM_FIELDS}, "term": t["term"],
+                     **dict(zip(("vs_paper_kind", "vs_paper"), size_vs_paper(claim, e, null))), "caveat": "",
+                     "p_equiv": equivalence_p(e, delta)})
+    return rows
+
+
+def judge(effects: pd.DataFrame, terms: pd.DataFrame, unchanged: list[tuple[str, str]], arms: pd.DataFrame,
+          confidence: float, alpha: float, deltas: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [r for claim in CLAIMS for r in claim_rows(claim, effects, terms, unchanged, arms, deltas[claim.id])]
     claims = pd.DataFrame(rows)
-    for column in ("p", "observed", "seeds_needed"):
+    for column in ("p", "observed", "seeds_needed", "p_equiv", "se", "df", "scaled"):
         if column not in claims:
             claims[column] = np.nan
-    for column in ("method", "bound", "note", "vs_paper", "vs_paper_kind", "caveat"):
+    for column in ("method", "bound", "note", "vs_paper", "vs_paper_kind", "caveat", "term", "design"):
         claims[column] = claims[column].fillna("") if column in claims else ""
-    claims["p_holm"] = np.nan
-    for group, rows_of_group in claims.groupby("group"):  # one family per group: its claims with a p-value
-        claims.loc[rows_of_group.index, "p_holm"] = holm(rows_of_group["p"].to_numpy(dtype=float))
+    claims["p_holm"], claims["p_equiv_holm"] = np.nan, np.nan
+    terms = terms.copy()
+    terms["p_holm"] = np.nan
+    factorial_groups = set(terms["group"])
+    for group, rows_of_group in claims.groupby("group"):
+        if group in factorial_groups:
+            continue
+        adjusted = holm(np.concatenate([rows_of_group["p"].to_numpy(dtype=float),
+                                        rows_of_group["p_equiv"].to_numpy(dtype=float)]),
+                        units=list(rows_of_group["claim"]) * 2)
+        claims.loc[rows_of_group.index, "p_holm"] = adjusted[:len(rows_of_group)]
+        claims.loc[rows_of_group.index, "p_equiv_holm"] = adjusted[len(rows_of_group):]
+    for group in factorial_groups:
+        adjust_factorial_family(claims, terms, group)
     judged = ~claims["verdict"].isin([UNCHANGED, NOT_RUN])
-    claims.loc[judged, "verdict"] = [verdict(int(r.direction), int(r.observed) if np.isfinite(r.observed) else 0,
-                                             r.p, r.p_holm, alpha) for r in claims[judged].itertuples()]
+    claims.loc[judged, "verdict"] = [
+        verdict(int(r.direction), int(r.observed) if np.isfinite(r.observed) else 0, r.p, r.p_holm, alpha,
+                r.p_equiv_holm, delta_text(r.delta, r.unit)) for r in claims[judged].itertuples()]
     claims["survives_holm"] = None
     tested = claims["p_holm"].notna()
     claims.loc[tested, "survives_holm"] = claims.loc[tested, "p_holm"] < alpha
+    claims["equivalent"] = claims["p_equiv_holm"] < alpha
     claims.loc[claims["verdict"] != INCONCLUSIVE, "seeds_needed"] = None
-    return claims
+    terms["survives_holm"] = terms["p_holm"] < alpha
+    return claims, terms
+
+
+def adjust_factorial_family(claims: pd.DataFrame, terms: pd.DataFrame, group: str) -> None:
+    """One family per factorial group: every term of every metric (difference tests), plus the
+    equivalence tests of the terms that answer a claim, each term counted once."""
+    in_terms = terms.index[terms["group"] == group]
+    in_claims = claims.index[(claims["group"] == group) & (claims["term"] != "")]
+    units = [(terms.at[i, "term"], terms.at[i, "metric"]) for i in in_terms]
+    units += [(claims.at[i, "term"], claims.at[i, "metric"]) for i in in_claims]
+    p = np.concatenate([terms.loc[in_terms, "p"].to_numpy(dtype=float),
+                        claims.loc[in_claims, "p_equiv"].to_numpy(dtype=float)])
+    adjusted = holm(p, units=units)
+    terms.loc[in_terms, "p_holm"] = adjusted[:len(in_terms)]
+    by_unit = dict(zip(units[:len(in_terms)], adjusted[:len(in_terms)]))
+    for i, q in zip(in_claims, adjusted[len(in_terms):]):
+        claims.at[i, "p_holm"] = by_unit[(claims.at[i, "term"], claims.at[i, "metric"])]
+        claims.at[i, "p_equiv_holm"] = q
 
 
 def mean_of(effects: pd.DataFrame, group: str, ablation: str, column: str) -> float:
@@ -450,3 +615,36 @@ def problems_of(per_run: pd.DataFrame) -> pd.DataFrame:
             rows += [{"group": group, "ablation": ablation, "seed": s, "run": "",
                       "problem": "missing: no run folder (other arms have this seed)"} for s in seeds if s not in have]
     return pd.DataFrame(rows, columns=["group", "ablation", "seed", "run", "problem"])
+
+
+def level_order(values: list, reference) -> list:
+    """Levels of one toggle for tables and plots: numbers (and booleans) ascending; otherwise the
+    levels an ablation file sets in the order of the arms, then any other, the reference last."""
+    if all(isinstance(v, (int, float)) for v in values):
+        return sorted(values)
+    arms = list(ARMS)
+    named = {v: arms.index(a) for (k, v), a in single_toggle_arms().items()}
+    return sorted(values, key=lambda v: (v == reference, named.get(v, len(arms)), str(v)))
+
+
+def level_summary(analysis, group: str) -> pd.DataFrame:
+    """Per level of a levels group's toggle: seeds, the mean test error and gap (pt) with t-intervals
+    over seeds, and the arm it is (the dose-response plot and table read this)."""
+    runs = analysis.per_run
+    done = runs[(runs["group"] == group) & runs["ok"] & runs["used"] & ~runs["custom"]]
+    key = next((k for c in done["changes"] for k in c), None)
+    if key is None:
+        return pd.DataFrame()
+    levels = {repr(t[key]): t[key] for t in done["toggles"]}
+    at_reference = [t[key] for t, c in zip(done["toggles"], done["changes"]) if not c]
+    reference = at_reference[0] if at_reference else None
+    rows = []
+    for value in level_order(list(levels.values()), reference):
+        at = done[done["toggles"].map(lambda t, v=value: repr(t[key]) == repr(v))]
+        row = {"toggle": key, "level": value, "arm": at["ablation"].iloc[0], "seeds": at["seed"].nunique(),
+               "reference": bool(at_reference) and repr(value) == repr(reference)}
+        for metric in ("test_error", "gap"):
+            iv = paired_interval(at[metric].astype(float) * 100, analysis.confidence)
+            row.update({metric: iv.mean, f"{metric}_low": iv.low, f"{metric}_high": iv.high})
+        rows.append(row)
+    return pd.DataFrame(rows)

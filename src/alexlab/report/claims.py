@@ -6,11 +6,20 @@ the units of METRICS: percentage points of error or gap, or a ratio of epochs. A
 error of each `paper` run). A claim's `direction` is the sign the paper predicts for that effect
 (+1: removing the trick makes the metric larger). `paper_value`/`later_value` restate the
 figures in the effect's own units where the source gives a number (None where it only gives
-words, or gives no figure for what this arm changes).
+words, or gives no figure for what this arm changes). `delta` is the smallest effect of interest,
+in the same units (pt, or a ratio > 1 for "x"): an interval inside +-delta reads "no effect larger
+than +-delta" (`alexlab-report --delta <claim>=<value>` replaces it).
+
+A claim names an arm (conf/ablation/<arm>.yaml), not a sweep: whichever design compares that arm's
+toggle value with the paper's answers it. One-at-a-time compares the arm itself; a levels sweep the
+level the arm's file sets (sweep=dropout's p = 0 vs 0.5 answers dropout_gap and dropout_speed;
+sweep=augment's none vs crop_flip_pca answers augment_gap and augment_error, crop_flip vs
+crop_flip_pca answers pca_error); a factorial the main effect of that toggle. A new claim is one
+more row of CLAIMS.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -52,50 +61,51 @@ class Claim:
     short: str = ""    # the paper's figure in the effect's units, for the console
     later: str = ""    # later evidence, as published
     later_value: float | None = None
+    delta: float = field(kw_only=True)  # smallest effect of interest: pt, or a ratio > 1 for unit "x"
 
 
 CLAIMS = (
     Claim("relu_speed", "tanh", "epochs_ratio", +1, "3.1",
           "ReLU reaches 25% training error faster than tanh",
           "6x faster (CIFAR-10, four-layer CNN, Figure 1)", 6.0, "6x",
-          "Mishkin et al.: tanh top-1 acc 0.401 vs ReLU 0.470 (CaffeNet, 128 px)", None),
+          "Mishkin et al.: tanh top-1 acc 0.401 vs ReLU 0.470 (CaffeNet, 128 px)", None, delta=1.25),
     Claim("columns_error", "one_column", "test_error", +1, "3.2",
           "two columns (kernels split over two GPUs) lower test error",
-          "+1.7 pt top-1, +1.2 pt top-5 vs one column with half the kernels", 1.7, "+1.7 pt"),
+          "+1.7 pt top-1, +1.2 pt top-5 vs one column with half the kernels", 1.7, "+1.7 pt", delta=1.0),
     Claim("lrn_error", "no_lrn", "test_error", +1, "3.3",
           "LRN lowers test error",
           "+1.4 pt top-1 without it (ImageNet); the CIFAR-10 figure (13% without vs 11% with) is for "
           "cuda-convnet's layers-11pct net (locally connected layers, crops, multi-view test), not the "
           "layers-18pct family that model=convnet4 follows", 1.4, "+1.4 pt",
-          "VGG A vs A-LRN 29.6 vs 29.7 top-1; Mishkin et al. no LRN 0.471 vs 0.470 acc: no gain", -0.1),
+          "VGG A vs A-LRN 29.6 vs 29.7 top-1; Mishkin et al. no LRN 0.471 vs 0.470 acc: no gain", -0.1, delta=1.0),
     Claim("overlap_error", "no_overlap", "test_error", +1, "3.4",
           "overlapping 3/2 pooling lowers test error",
           "+0.4 pt top-1 with 2/2 pooling", 0.4, "+0.4 pt",
-          "Mishkin et al.: 2/2 pooling 0.484 vs 3/2 0.471 acc (2/2 better)", -1.3),
+          "Mishkin et al.: 2/2 pooling 0.484 vs 3/2 0.471 acc (2/2 better)", -1.3, delta=1.0),
     Claim("overlap_gap", "no_overlap", "gap", +1, "3.4",
           "overlapping pooling makes the net slightly harder to overfit",
-          "'slightly more difficult to overfit' (no figure)", None, "> 0 (words)"),
+          "'slightly more difficult to overfit' (no figure)", None, "> 0 (words)", delta=1.0),
     Claim("dropout_gap", "no_dropout", "gap", +1, "4.2",
           "without dropout the net overfits substantially",
           "'substantial overfitting' (no figure)", None, "> 0 (words)",
-          "Mishkin et al.: dropout 0.3 beats 0.5 by 2.6 pt acc (short schedule)", None),
+          "Mishkin et al.: dropout 0.3 beats 0.5 by 2.6 pt acc (short schedule)", None, delta=1.0),
     Claim("dropout_speed", "no_dropout", "epochs_ratio", -1, "4.2",
           "dropout roughly doubles the iterations needed to converge",
           "about 2x (read here: epochs to the eval-mode training-error threshold, no_dropout/paper = 0.5)",
-          0.5, "0.5x"),
+          0.5, "0.5x", delta=1.25),
     Claim("augment_gap", "no_augment", "gap", +1, "4.1",
           "without data augmentation the net overfits substantially",
-          "'substantial overfitting' (no figure)", None, "> 0 (words)"),
+          "'substantial overfitting' (no figure)", None, "> 0 (words)", delta=1.0),
     Claim("augment_error", "no_augment", "test_error", +1, "4.1",
           "augmentation (crops, flips and PCA lighting together) lowers test error",
           "no figure for the three together; the paper says the net overfits substantially without "
-          "augmentation", None, "> 0 (words)"),
+          "augmentation", None, "> 0 (words)", delta=1.0),
     Claim("pca_error", "no_pca", "test_error", +1, "4.1",
           "PCA lighting lowers test error (crops and flips kept in both arms)",
-          "PCA lighting alone: >= 1 pt top-1 (ImageNet)", 1.0, ">= +1 pt"),
+          "PCA lighting alone: >= 1 pt top-1 (ImageNet)", 1.0, ">= +1 pt", delta=1.0),
     Claim("ten_crop_error", "paper", "ten_crop_gain", +1, "4.1",
           "averaging the softmax over 10 patches lowers test error (same runs, paired by run)",
-          "39.0 -> 37.5 top-1, 18.3 -> 17.0 top-5 (ILSVRC-2010 test)", 1.5, "+1.5 pt"),
+          "39.0 -> 37.5 top-1, 18.3 -> 17.0 top-5 (ILSVRC-2010 test)", 1.5, "+1.5 pt", delta=1.0),
 )
 
 TRICKS = {  # ablation arm -> what it removes, for headings; the order is the report's order of arms

@@ -6,17 +6,17 @@ the report can say which trials are missing.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from .. import run_folder
 from ..settings import get
+from .planfile import PLAN_DIR, read_plans
 from .runs import ReportError, Sweep, history_frame, runs_frame
 from .wandb_source import load_wandb
 
-SKIP_DIRS = {"checkpoints", "tensorboard", "wandb", ".hydra", "__pycache__"}
+SKIP_DIRS = {"checkpoints", "tensorboard", "wandb", ".hydra", "__pycache__", PLAN_DIR}
 
 
 def load(source: str | Path) -> Sweep:
@@ -55,11 +55,12 @@ def load_folder(root: Path) -> Sweep:
         if len(history):
             histories.append(history.assign(run=record["run"]))
     records += ledger_only(root, dirs)
-    return Sweep(str(root), runs_frame(records), history_frame(histories))
+    return Sweep(str(root), runs_frame(records), history_frame(histories), read_plans(root))
 
 
 def ledger_only(root: Path, dirs: list[Path]) -> list[dict]:
-    """Trials a sweep's ledger (sweep_ledger.json, written by the sweep launcher) lists but no folder holds."""
+    """Trials a sweep's ledger (sweep_ledger.json, written by the sweep launcher) lists but no folder holds.
+    Named by their job only: without a config there is no arm to tell (a job name is never parsed)."""
     have = {d.resolve() for d in dirs}
     records = []
     for ledger in sorted(root.rglob("sweep_ledger.json")):
@@ -72,9 +73,8 @@ def ledger_only(root: Path, dirs: list[Path]) -> list[dict]:
             d = ledger.parent / str(job)
             if d.resolve() in have:
                 continue
-            fields = dict(re.findall(r"(?:^|,)\+?(ablation|seed)=([^,]*)", str(job)))
             records.append({"run": d.relative_to(root).as_posix(), "path": str(d), "name": ledger.parent.name,
-                            "job": str(job), "ablation": fields.get("ablation"), "seed": fields.get("seed"),
+                            "job": str(job), "ablation": "–", "seed": None,
                             "status": "missing", "ok": False,
                             "reason": "missing: listed in sweep_ledger.json, no run folder",
                             "max_epochs": None, "error_threshold": None, "summary": {}, "config": {}})

@@ -1,4 +1,5 @@
-"""PNG plots: per trick, accuracy and gap curves (paper vs ablation); one forest plot of effects.
+"""PNG plots: per trick, accuracy and gap curves (paper vs ablation); one forest plot of the paired
+effects; per levels group a dose-response plot; per factorial group its main effects and interactions.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so nothing here changes the
 backend of a notebook or script that imports it.
@@ -14,10 +15,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .analysis import REFERENCE, WITHIN_METRICS, Analysis
+from .analysis import REFERENCE, WITHIN_METRICS, Analysis, level_summary
 from .claims import CLAIMS, METRICS, TRICKS
+from .designs import LEVELS
+from .factorial import MAIN
 
 COLORS = {REFERENCE: "#1f77b4", "ablation": "#d62728"}
 METRIC_COLORS = {"test_error": "#1f77b4", "gap": "#ff7f0e", "test_error_best": "#7f7f7f"}
@@ -85,6 +88,31 @@ def trick_figure(analysis: Analysis, group: str, ablation: str) -> Figure:
     return fig
 
 
+def point_with_interval(ax, y: float, estimate: float, low: float, high: float, color: str, marker: str = "o") -> None:
+    """An estimate with its interval as error bars; an open marker when there is no interval."""
+    if math.isfinite(low):
+        ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], fmt=marker, color=color, capsize=3)
+    else:
+        ax.plot(estimate, y, marker, mfc="white", color=color)
+
+
+def name_rows(ax, ys, names: list[str], null: float, fontsize: int) -> None:
+    ax.axvline(null, color="black", lw=0.8)
+    ax.set_yticks(ys, names, fontsize=fontsize)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def ratio_axis(ax, drawn: bool, empty: str) -> None:
+    """A log-scale ratio axis labelled 0.5×, 2×; a note instead when nothing was drawn on it."""
+    if drawn:
+        ax.set_xscale("log")
+        for set_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            set_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="grey")
+        ax.set_yticks([])
+
+
 def forest_figure(analysis: Analysis) -> Figure:
     fx = analysis.effects
     pts = fx[fx["metric"].isin(["test_error", "gap", *WITHIN_METRICS]) & (fx["n"] > 0)].reset_index(drop=True)
@@ -106,28 +134,17 @@ def forest_figure(analysis: Analysis) -> Figure:
             color = METRIC_COLORS.get(row.metric, "#2ca02c")
             if not math.isfinite(row.effect) or row.bound == "none":  # censored in both arms: no estimate to draw
                 continue
-            if math.isfinite(row.low):
-                ax.errorbar(row.effect, y, xerr=[[row.effect - row.low], [row.high - row.effect]], fmt="o",
-                            color=color, capsize=4)
-            else:
-                ax.plot(row.effect, y, "o", mfc="white", color=color)
+            point_with_interval(ax, y, row.effect, row.low, row.high, color)
             claim = paper_marks.get((row.ablation, row.metric))
             if claim and claim.paper_value is not None:
                 ax.plot(claim.paper_value, y, "x", color="black", ms=8)
             if claim and claim.later_value is not None:
                 ax.plot(claim.later_value, y, "D", color="grey", ms=5, mfc="none")
-        ax.axvline(null, color="black", lw=0.8)
-        ax.set_yticks(ys, [label(r) for r in rows.itertuples()], fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
+        name_rows(ax, ys, [label(r) for r in rows.itertuples()], null, 8)
     left.set(title="Effect of removing the trick (ablation - paper), final epoch",
              xlabel="difference in percentage points (> 0: worse / more overfitting without the trick)")
     right.set(title="Epochs to the training-error threshold", xlabel="ratio ablation / paper (log scale)")
-    if len(ratios):
-        right.set_xscale("log")
-    else:
-        right.text(0.5, 0.5, "no epochs ratio\n(no tanh / no_dropout arm, or no train_clean curve)",
-                   ha="center", va="center", transform=right.transAxes, fontsize=9, color="grey")
-        right.set_yticks([])
+    ratio_axis(right, len(ratios) > 0, "no epochs ratio\n(no tanh / no_dropout arm, or no train_clean curve)")
     handles = [left.plot([], [], "o", color=METRIC_COLORS["test_error"], label="test error (95% CI)")[0],
                left.plot([], [], "o", color=METRIC_COLORS["gap"], label="gap (95% CI)")[0],
                left.plot([], [], "x", color="black", label="paper's figure")[0],
@@ -138,8 +155,62 @@ def forest_figure(analysis: Analysis) -> Figure:
     return fig
 
 
+def dose_response_figure(analysis: Analysis, group: str) -> Figure | None:
+    """Test error and gap (pt) against the level of the swept toggle: mean over seeds, t-interval bars."""
+    summary = level_summary(analysis, group)
+    if summary.empty:
+        return None
+    fig = new_figure(10, 4.0)
+    axes = fig.subplots(1, 2)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in summary["level"])
+    xs = summary["level"].astype(float).to_numpy() if numeric else np.arange(len(summary))
+    for ax, metric, color, title in ((axes[0], "test_error", METRIC_COLORS["test_error"], "final test error"),
+                                     (axes[1], "gap", METRIC_COLORS["gap"], "final gap (train_clean acc - test acc)")):
+        mean = summary[metric].to_numpy(dtype=float)
+        low, high = summary[f"{metric}_low"].to_numpy(dtype=float), summary[f"{metric}_high"].to_numpy(dtype=float)
+        bars = np.where(np.isfinite(low), [mean - low, high - mean], 0.0)
+        ax.errorbar(xs, mean, yerr=bars, fmt="-o", color=color, capsize=4)
+        paper = summary["reference"].to_numpy(dtype=bool)
+        ax.plot(xs[paper], mean[paper], "s", ms=11, mfc="none", color="black", label="paper's level")
+        ax.set(title=title, xlabel=summary["toggle"].iloc[0], ylabel="percent" if metric == "test_error" else "points")
+        if not numeric:
+            ax.set_xticks(xs, [str(v) for v in summary["level"]])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"Dose-response: mean over seeds with {analysis.confidence:.0%} t-intervals per level (unpaired; "
+                 "report.md gives the effects against the paper's level paired by seed)"
+                 + (f"\n{group}" if analysis.per_run["group"].nunique() > 1 else ""), fontsize=11)
+    return fig
+
+
+def factorial_figure(analysis: Analysis, group: str) -> Figure:
+    """Main effects and two-factor interactions of the factorial model, with their intervals."""
+    terms = analysis.terms[analysis.terms["group"] == group]
+    pts = terms[terms["unit"] == "pt"].reset_index(drop=True)
+    ratios = terms[(terms["unit"] == "x") & terms["estimate"].notna()].reset_index(drop=True)
+    fig = new_figure(12, 1.8 + 0.22 * max(len(pts), 3))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for ax, rows, null in ((left, pts, 0.0), (right, ratios, 1.0)):
+        ys = np.arange(len(rows))[::-1]
+        for y, row in zip(ys, rows.itertuples()):
+            color = METRIC_COLORS.get(row.metric, "#2ca02c")
+            if not math.isfinite(row.estimate):
+                continue
+            point_with_interval(ax, y, row.estimate, row.low, row.high, color, "o" if row.kind == MAIN else "s")
+        names = [f"{r.term} ({'test error' if r.metric == 'test_error' else r.metric})" for r in rows.itertuples()]
+        name_rows(ax, ys, names, null, 7)
+    left.set(title="Test error and gap (pt): main effects (o) and interactions (s)",
+             xlabel="effect of removing the trick(s), percentage points")
+    right.set(title="Epochs to the training-error threshold", xlabel="ratio (log scale)")
+    ratio_axis(right, len(ratios) > 0, "no ratio modelled\n(censored runs, or no curve)")
+    fig.suptitle(f"{terms['design_text'].iloc[0]}: effects from one linear model, {analysis.confidence:.0%} intervals"
+                 + (f"\n{group}" if analysis.per_run["group"].nunique() > 1 else ""), fontsize=11)
+    return fig
+
+
 def write_plots(analysis: Analysis, out: Path) -> dict[tuple[str, str], Path]:
-    """Write report_curves_<ablation>.png per trick and report_forest.png; return their paths."""
+    """Write report_curves_<ablation>.png per compared arm, report_forest.png, report_dose_<toggle>.png per
+    levels group and report_factorial_<group>.png per factorial group; return their paths."""
     out = Path(out)
     paths: dict[tuple[str, str], Path] = {}
     multi = analysis.per_run["group"].nunique() > 1
@@ -152,4 +223,16 @@ def write_plots(analysis: Analysis, out: Path) -> dict[tuple[str, str], Path]:
     if len(analysis.effects):
         forest_figure(analysis).savefig(out / "report_forest.png")
         paths[("", "forest")] = out / "report_forest.png"
+    for group, runs in analysis.per_run.groupby("group", sort=True):
+        prefix = group_slug(group) + "_" if multi else ""
+        if runs["design"].iloc[0] == LEVELS:
+            fig = dose_response_figure(analysis, group)
+            if fig is not None:
+                toggle = next((k for c in runs["changes"] for k in c), "level")
+                paths[(group, "dose")] = out / f"report_dose_{prefix}{slug(toggle)}.png"
+                fig.savefig(paths[(group, "dose")])
+        if group in set(analysis.terms["group"]):
+            paths[(group, "factorial")] = out / (f"report_factorial_{group_slug(group)}.png" if multi
+                                                 else "report_factorial.png")
+            factorial_figure(analysis, group).savefig(paths[(group, "factorial")])
     return paths

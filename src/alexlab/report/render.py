@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import FINDINGS, NOT_RUN, REFERENCE, SUGGESTIVE, UNCHANGED, Analysis, arm_order
+from .analysis import (EQUIVALENT, FINDINGS, INCONCLUSIVE, NOT_RUN, REFERENCE, SUGGESTIVE, UNCHANGED, Analysis,
+                       arm_order, delta_text, is_finding)
 from .claims import METRICS, TRICKS
+from .designs import FACTORIAL
+from .factorial import OLS_T
+from .sections import designs_md, factorial_md, group_designs, levels_md, plans_md
 from .stats import MAX_SEEDS, SIGN_FLIP, SIGN_TEST, T_TEST, pairs_needed_for_sign_test
 
-SHORT_METHOD = {T_TEST: "t", SIGN_FLIP: "sign-flip", SIGN_TEST: "sign"}  # the console's test column
+SHORT_METHOD = {T_TEST: "t", SIGN_FLIP: "sign-flip", SIGN_TEST: "sign", OLS_T: "OLS t"}  # the console's test column
 
 
 def num(x, digits: int = 2, sign: bool = True) -> str:
@@ -48,8 +52,10 @@ def effect_text(row: dict) -> str:
 
 
 def needed_text(row: dict, alpha: float) -> str:
-    if row.get("verdict") != "inconclusive":
+    if row.get("verdict") != INCONCLUSIVE:
         return ""
+    if row.get("design") == FACTORIAL:
+        return "`alexlab-report --plan`"
     if not row.get("n"):
         return "unknown: no usable seed pair"
     if row["n"] < 2:
@@ -86,7 +92,7 @@ def holm_text(row: dict) -> str:
 def verdict_md(row: dict) -> str:
     """Only a finding that survives Holm's correction is bold; a training-failure caveat goes beside it."""
     word = row["verdict"]
-    text = f"**{word}**" if word in FINDINGS else word
+    text = f"**{word}**" if is_finding(word) else word
     return text + (f" — ⚠ {row['caveat']}" if row.get("caveat") else "")
 
 
@@ -101,29 +107,53 @@ def ours_text(row: dict) -> str:
     return effect_text(row)
 
 
+def equivalence_text(row: dict) -> str:
+    """'TOST p 0.003, Holm 0.02 (inside ±1 pt)'; why there is none otherwise."""
+    if row.get("verdict") in (NOT_RUN, UNCHANGED):
+        return "–"
+    delta = delta_text(row["delta"], row["unit"])
+    p, q = row.get("p_equiv"), row.get("p_equiv_holm")
+    if missing(p):
+        return f"±{delta}: not tested (no standard error)"
+    said = "inside" if row.get("equivalent") else "not shown inside"
+    return f"±{delta}: TOST p {p:.3g}, Holm {q:.3g} ({said})"
+
+
+def arm_text(row: dict) -> str:
+    if row.get("term"):
+        return f"main effect of removing `{row['term']}`"
+    return f"`{row['ablation']}`"
+
+
 def claims_table(analysis: Analysis) -> str:
     multi = analysis.per_run["group"].nunique() > 1
-    head = ["claim (section)", "arm", "metric, read at", "paper", "later work", "ours: final epoch",
-            "at best epoch (not judged)", "seeds", "verdict", "paper's figure vs ours", "p (test)",
-            "Holm-adjusted p", "seeds needed"]
+    head = ["claim (section)", "design", "arm", "metric, read at", "paper", "ours: final epoch", "n", "verdict",
+            "paper's figure vs ours", "p (test)", "Holm-adjusted p", "no effect beyond ±δ (equivalence)",
+            "seeds needed"]
     if multi:
         head.insert(1, "group")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in analysis.claims.to_dict("records"):
-        best = ""
-        if not missing(row.get("best_effect")):
-            best = (effect_text({**row, "effect": row["best_effect"], "low": row["best_low"], "high": row["best_high"],
-                                 "method": "", "bound": ""})
-                    + f"; best epoch paper {num(row['paper_best_epoch'], 1, False)}, "
-                      f"{row['ablation']} {num(row['ablation_best_epoch'], 1, False)}")
-        cells = [f"{row['statement']} ({row['section']})", f"`{row['ablation']}`",
-                 f"{row['label']}, {row['reading']}", row["paper"], row["later"] or "–", ours_text(row),
-                 best or "–",
+        cells = [f"{row['statement']} ({row['section']})", row.get("design") or "–", arm_text(row),
+                 f"{row['label']}, {row['reading']}", row["short"] or "–", ours_text(row),
                  str(int(row.get("n") or 0)), verdict_md(row), text_or_dash(row.get("vs_paper")), p_text(row),
-                 holm_text(row) or "–", needed_text(row, analysis.alpha) or "–"]
+                 holm_text(row) or "–", equivalence_text(row), needed_text(row, analysis.alpha) or "–"]
         if multi:
             cells.insert(1, row.get("group") or "–")
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def sources_table(analysis: Analysis) -> str:
+    """Each claim as the paper states it, later evidence, and the smallest effect of interest."""
+    lines = ["| claim | section | the paper | later work | δ (smallest effect of interest) |", "|---|---|---|---|---|"]
+    seen = set()
+    for row in analysis.claims.to_dict("records"):
+        if row["claim"] in seen:
+            continue
+        seen.add(row["claim"])
+        lines.append(f"| {row['claim']}: {row['statement']} | {row['section']} | {row['paper']} | "
+                     f"{row['later'] or '–'} | ±{delta_text(row['delta'], row['unit'])} |")
     return "\n".join(lines)
 
 
@@ -173,8 +203,15 @@ def trick_table(analysis: Analysis, group: str, ablation: str) -> str:
 def how_to_read(analysis: Analysis) -> list[str]:
     c = f"{analysis.confidence:.0%}"
     tested = int(analysis.claims["p"].notna().sum())
+    a = analysis.alpha
     return [
         "## How to read this", "",
+        "- **Designs** (\"Designs found\"; read from each run's resolved config, never from folder names): "
+        "*one-at-a-time* and *levels* compare each arm (each level of the swept toggle) with the reference, the "
+        "paper's settings, paired by seed; a *factorial* (full 2^k or a fraction) reads main effects and "
+        "interactions from one linear model over all runs (\"Factorial designs\" says what a main effect means "
+        "there); *Figure 1* is relu vs tanh with an lr chosen per activation. A claim is answered by whichever "
+        "design compares its arm's toggle value with the paper's.",
         "- **Effect** = ablation arm − `ablation=paper` arm, **paired by seed** (same seed, same data order and "
         "initial draw), over the seeds both arms completed. 10-patch testing is read within the same `paper` "
         "runs instead: single-view test error − 10-patch test error, paired by run.",
@@ -195,16 +232,29 @@ def how_to_read(analysis: Analysis) -> list[str]:
         "≤ when only paper runs were), with no interval.",
         "- **Every verdict reads the final epoch.** The best epoch (highest test accuracy, chosen on the test "
         "set itself, so optimistic) is shown beside it and never used for a verdict.",
-        f"- **Verdicts** follow the multiple-comparison correction: Holm's method over the claims of each group "
-        f"that have a p-value ({tested} here), family-wise α = {analysis.alpha}. **reproduced** / "
-        "**contradicted** (the only words in bold): Holm-adjusted p < α, with (against) the paper's direction "
-        "(the estimate's sign; for the sign test, the way most ordered pairs point). *suggestive, not "
-        "significant after correction* (with the direction): the raw p < α but the adjusted p is not. "
+        f"- **Verdicts** follow the multiple-comparison correction: Holm's method over one family per group "
+        f"({tested} claims with a p-value here; in a factorial, every term of every metric), family-wise "
+        f"α = {a}. **reproduced** / **contradicted**: Holm-adjusted p < α, with (against) the paper's direction "
+        "(the estimate's sign; for the sign test, the way most ordered pairs point). **no effect larger than "
+        f"±δ**: the equivalence test survives Holm, i.e. the {1 - 2 * a:.0%} interval lies inside ±δ, δ being "
+        "the claim's smallest effect of interest (`--delta <claim>=<value>`). These three are the findings, "
+        "the only words in bold. *suggestive, not significant after correction* (with the direction): the raw "
+        "p < α but the adjusted p is not. "
         "*inconclusive*: otherwise, or one seed. *not tested: the arm changes nothing here*: the arm's resolved "
         "config equals the paper run's for the same seed apart from `ablation_name` and result-neutral keys "
         "(e.g. `no_dropout` on a net without dropout); it gets no verdict and is left out of the family. "
         "*Seeds needed* (inconclusive t-tests) = the smallest n for which an effect of the observed mean and "
-        "spread would give an interval excluding 0 (about 50% power; a rough guide).",
+        "spread would give an interval excluding 0 (about 50% power; a rough guide); `alexlab-report DIR --plan` "
+        "computes the seeds for 80% power and writes the plan before the runs.",
+        "- **Equivalence** (two one-sided tests, TOST): p = the larger p of 'effect ≤ −δ' and 'effect ≥ +δ', "
+        "Student's t with the interval's standard error and degrees of freedom; for a ratio on the log scale, "
+        "δ a ratio (1.25 = within 0.8× to 1.25×). No standard error (one seed, equal differences, censored "
+        "times): not tested. **One family, not two**: a claim's difference test (effect = 0) and its "
+        "equivalence test (|effect| ≥ δ) cannot both be true nulls, so Holm's multiplier counts each claim "
+        "once, until both its tests are rejected (Shaffer's argument: the first true null rejected still meets "
+        "a multiplier at least the number of true nulls). Two separate families would allow up to 2α; one "
+        "family of twice the size would be needlessly strict. `tests/test_report_stats.py` simulates the "
+        "error rates. A claim can be both reproduced and inside ±δ: a real effect smaller than δ.",
         "- **Paper's figure vs ours**: *inside our interval* (same size), *ours smaller* (the figure lies beyond "
         "the interval, away from the null), *ours larger* (between the null and the interval), *ours points the "
         "other way*; a bound can only say *at least* / *at most*.",
@@ -226,30 +276,10 @@ def heading(group: str, ablation: str, multi: bool, analysis: Analysis) -> str:
     return f"### {title}" + (f" — {group}" if multi else "")
 
 
-def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
-    runs = analysis.per_run
-    probs = analysis.problems
-    ok = int(runs["ok"].sum())
-    missing_trials = int(probs["problem"].str.startswith("missing").sum()) if len(probs) else 0
-    md = [f"# alexlab report: {analysis.sweep.source}", "",
-          f"{len(runs)} trial folders: {ok} completed, {len(runs) - ok} failed or unfinished, "
-          f"{missing_trials} missing. "
-          f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `alexlab-report`.", ""]
-    md += how_to_read(analysis)
-    md += ["## Verdicts", "", claims_table(analysis), ""]
-    md += ["## Arms", "", "Final epoch, mean over the completed seeds; diverged and collapsed runs out of the seeds "
-           "run (completed or diverged).", "", arms_md(analysis), ""]
-    if analysis.warnings:
-        md += ["## Warnings", ""] + [f"- {w}" for w in analysis.warnings] + [""]
-    if analysis.notes:
-        md += ["## Choices made", ""] + [f"- {n}" for n in analysis.notes] + [""]
-    if len(probs):
-        md += ["## Failed, diverged and missing trials (left out of the pairs; the rest is reported)", "",
-               "| arm | seed | run folder | problem |", "|---|---|---|---|"]
-        md += [f"| `{p.ablation}` | {p.seed if not pd.isna(p.seed) else '–'} | {p.run or '–'} | {p.problem} |"
-               for p in probs.itertuples()] + [""]
-    md += ["## Per trick", ""]
-    multi = runs["group"].nunique() > 1
+def pairwise_md(analysis: Analysis, plots: dict, out: Path) -> list[str]:
+    """Each arm against the reference, paired by seed: one table (and curves) per arm."""
+    md = ["## One arm against the reference (paired by seed)", ""]
+    multi = analysis.per_run["group"].nunique() > 1
     compared = list(analysis.effects.groupby(["group", "ablation"], sort=False).groups)
     order = {arm: i for i, arm in enumerate(arm_order({a for _, a in compared + analysis.unchanged}))}
     for group, ablation in sorted(compared + analysis.unchanged, key=lambda ga: (ga[0], order[ga[1]])):
@@ -261,18 +291,61 @@ def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
         if (group, ablation) in plots:
             md += [f"![{ablation} curves]({plots[(group, ablation)].relative_to(out).as_posix()})", ""]
     if ("", "forest") in plots:
-        md += ["## All effects", "", f"![forest plot]({plots[('', 'forest')].relative_to(out).as_posix()})", ""]
-    if analysis.effects.empty:
-        md += ["No ablation arm could be compared with a completed `ablation=paper` arm.", ""]
-    md += ["## Runs", "", "| arm | seed | status | used | epochs | epochs to threshold | final test error | "
-           "final gap | run folder |", "|---|---|---|---|---|---|---|---|---|"]
+        md += ["### All paired effects", "", f"![forest plot]({plots[('', 'forest')].relative_to(out).as_posix()})",
+               ""]
+    return md
+
+
+def runs_md(analysis: Analysis) -> list[str]:
+    runs = analysis.per_run
+    planned = (runs["plan"] != "").any()
+    head = "| arm | seed | status | used | epochs | epochs to threshold | final test error | final gap | run folder |"
+    md = ["## Runs", "", head.replace("| run folder |", "| from | run folder |") if planned else head,
+          "|---|---|---|---|---|---|---|---|---|" + ("---|" if planned else "")]
     for r in runs.sort_values(["group", "ablation", "seed"]).itertuples():
         used = "yes" if r.ok and r.used else "no (other lr of the grid)" if r.ok else "no"
         reach = (num(r.epochs_to_error, 1, False) if not pd.isna(r.epochs_to_error)
                  else f"> {num(r.censored_at, 0, False)} (never)" if not pd.isna(r.censored_at) else "–")
+        origin = f" {r.plan or '–'} |" if planned else ""
         md.append(f"| `{r.ablation}` | {r.seed if not pd.isna(r.seed) else '–'} | {r.status}"
                   f"{' (collapsed)' if r.ok and r.collapsed else ''} | {used} | {r.epochs} | {reach} | "
-                  f"{num(r.test_error * 100, 2, False)} % | {num(r.gap * 100, 2)} pt | {r.run} |")
+                  f"{num(r.test_error * 100, 2, False)} % | {num(r.gap * 100, 2)} pt |{origin} {r.run} |")
+    return md
+
+
+def markdown(analysis: Analysis, plots: dict, out: Path) -> str:
+    runs = analysis.per_run
+    probs = analysis.problems
+    ok = int(runs["ok"].sum())
+    missing_trials = int(probs["problem"].str.startswith("missing").sum()) if len(probs) else 0
+    md = [f"# alexlab report: {analysis.sweep.source}", "",
+          f"{len(runs)} trial folders: {ok} completed, {len(runs) - ok} failed or unfinished, "
+          f"{missing_trials} missing. "
+          f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `alexlab-report`.", ""]
+    md += ["## Verdicts", "", claims_table(analysis), ""]
+    md += how_to_read(analysis)
+    md += designs_md(analysis)
+    md += ["## Arms", "", "Final epoch, mean over the completed seeds; diverged and collapsed runs out of the seeds "
+           "run (completed or diverged).", "", arms_md(analysis), ""]
+    if analysis.warnings:
+        md += ["## Warnings", ""] + [f"- {w}" for w in analysis.warnings] + [""]
+    if analysis.notes:
+        md += ["## Choices made", ""] + [f"- {n}" for n in analysis.notes] + [""]
+    if len(probs):
+        md += ["## Failed, diverged and missing trials (left out of the pairs; the rest is reported)", "",
+               "| arm | seed | run folder | problem |", "|---|---|---|---|"]
+        md += [f"| `{p.ablation}` | {p.seed if not pd.isna(p.seed) else '–'} | {p.run or '–'} | {p.problem} |"
+               for p in probs.itertuples()] + [""]
+    if len(analysis.effects) or analysis.unchanged:
+        md += pairwise_md(analysis, plots, out)
+    md += levels_md(analysis, plots, out)
+    md += factorial_md(analysis, plots, out)
+    if analysis.effects.empty and analysis.terms.empty:
+        md += ["No arm could be compared with a completed run at the paper's settings, and no factorial was found.",
+               ""]
+    md += ["## The claims", "", sources_table(analysis), ""]
+    md += plans_md(analysis)
+    md += runs_md(analysis)
     return "\n".join(md) + "\n"
 
 
@@ -281,12 +354,17 @@ def csv_frame(analysis: Analysis) -> pd.DataFrame:
     fx = analysis.effects.copy()
     claims = analysis.claims
     keep = ["claim", "group", "ablation", "metric", "direction", "paper", "paper_value", "later", "later_value",
-            "verdict", "vs_paper", "caveat", "p", "p_holm", "survives_holm", "seeds_needed"]
-    judged = claims[~claims["verdict"].isin([NOT_RUN, UNCHANGED])][[k for k in keep if k in claims]]
+            "verdict", "vs_paper", "caveat", "p", "p_holm", "survives_holm", "seeds_needed", "delta", "p_equiv",
+            "p_equiv_holm", "equivalent"]
+    pairwise = claims[~claims["verdict"].isin([NOT_RUN, UNCHANGED]) & (claims["term"] == "")]
+    judged = pairwise[[k for k in keep if k in claims]]
     merged = fx.merge(judged.drop(columns=[c for c in ("p", "seeds_needed") if c in judged]),
                       on=["group", "ablation", "metric"], how="left")
+    factorial = claims[claims["term"] != ""][[k for k in keep + ["design", "term", "effect", "low", "high", "n"]
+                                              if k in claims]]
     idle = claims[claims["verdict"].isin([NOT_RUN, UNCHANGED])][[k for k in keep if k in claims]]
-    merged = pd.concat([merged, idle.drop(columns=[c for c in ("p", "seeds_needed", "p_holm") if c in idle])],
+    merged = pd.concat([merged, factorial, idle.drop(columns=[c for c in ("p", "seeds_needed", "p_holm", "p_equiv",
+                                                                          "p_equiv_holm") if c in idle])],
                        ignore_index=True)
     merged.insert(0, "reference", REFERENCE)
     return merged
@@ -298,6 +376,8 @@ def write(analysis: Analysis, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(analysis, out)
     csv_frame(analysis).to_csv(out / "report.csv", index=False)
+    if len(analysis.terms):
+        analysis.terms.drop(columns=["factors"]).to_csv(out / "report_factorial.csv", index=False)
     path = out / "report.md"
     path.write_text(markdown(analysis, plots, out))
     return path
@@ -322,6 +402,8 @@ def verdict_style(word: str) -> str:
     """Strong colour only for a finding that survives Holm's correction."""
     if word in FINDINGS:
         return "bold green" if word == "reproduced" else "bold red"
+    if word.startswith(EQUIVALENT):
+        return "bold cyan"
     return "yellow" if word.startswith(SUGGESTIVE) else "dim"
 
 
@@ -332,17 +414,24 @@ def print_console(analysis: Analysis, path: Path | None = None, console=None) ->
 
     console = console or Console()
     multi = analysis.per_run["group"].nunique() > 1
+    for d in group_designs(analysis).itertuples():
+        console.print(f"design: {escape(d.group)}: {escape(d.text)}" + (f" of {', '.join(d.varied)}" if d.varied and
+                                                                        d.text != "levels of " + d.varied[0] else ""),
+                      highlight=False)
     console.print(arms_table(analysis, multi))
-    caption = (f"ours: ablation − paper, paired by seed, {analysis.confidence:.0%} t-interval, final epoch. "
-               f"reproduced/contradicted only when the Holm-adjusted p < {analysis.alpha} (per group); "
+    caption = (f"ours: ablation − paper, paired by seed (factorial: main effect of removing the trick, OLS), "
+               f"{analysis.confidence:.0%} t-interval, final epoch. "
+               f"reproduced/contradicted only when the Holm-adjusted p < {analysis.alpha} (per group); no effect "
+               f"larger than ±δ: the equivalence test (TOST) survives the same correction; "
                f"suggestive: raw p < {analysis.alpha} only. test: t = paired t, sign-flip = exact (all differences "
                "equal), sign = exact sign test (censored epochs). vs paper: the paper's figure inside our interval "
                "(same size), beyond it (ours smaller) or between the null and it (ours larger). ⚠: the arm "
                "diverged or collapsed more often than paper")
     table = Table(title=f"alexlab report: {analysis.sweep.source}", title_justify="left", caption=caption,
                   caption_justify="left")
-    for col in ("claim",) + (("group",) if multi else ()) + ("ours (final epoch)", "paper", "n", "verdict",
-                                                             "vs paper", "test", "Holm p"):
+    designs = analysis.claims["design"].replace("", None).dropna().nunique() > 1  # a column only when they differ
+    for col in ("claim",) + (("group",) if multi else ()) + (("design",) if designs else ()) + (
+            "ours (final epoch)", "paper", "n", "verdict", "vs paper", "test", "Holm p"):
         table.add_column(col, overflow="fold", no_wrap=col == "claim", min_width=12 if col == "verdict" else None)
     for row in analysis.claims.to_dict("records"):
         v = row["verdict"]
@@ -350,6 +439,7 @@ def print_console(analysis: Analysis, path: Path | None = None, console=None) ->
         shown = f"[{verdict_style(v)}]{escape(v)}[/]" + (f"\n⚠ {escape(row['caveat'])}" if row.get("caveat") else "")
         cells = [row["claim"]] + ([row.get("group") or "–"] if multi else [])
         ours = {NOT_RUN: "not run", UNCHANGED: "not compared (same settings as paper)"}.get(v) or effect_text(row)
+        cells += [row.get("design") or "–"] if designs else []
         table.add_row(*cells, escape(ours), row["short"], str(int(row.get("n") or 0)), shown,
                       text_or_dash(row.get("vs_paper_kind")),
                       SHORT_METHOD.get(row.get("method") or "", "–"),

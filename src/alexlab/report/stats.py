@@ -1,5 +1,7 @@
 """The tests behind every verdict: paired t over seeds (exact sign-flip when every difference is
-equal), an exact sign test for censored epochs-to-threshold pairs, seeds needed, Holm's correction.
+equal), an exact sign test for censored epochs-to-threshold pairs, the equivalence test (two one-sided
+t-tests), seeds needed and seeds for a given power, Holm's correction (one family for difference and
+equivalence tests, each claim counted once).
 
 The p-value functions work along the last axis of arrays, so the report (one comparison, shape
 (n,)) and the simulation that checks their error rate (thousands of null data sets, shape
@@ -131,14 +133,65 @@ def pairs_needed_for_sign_test(alpha: float = 0.05) -> int:
     return m
 
 
-def holm(pvalues) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (family-wise error); nan entries stay nan, outside the family."""
+def holm(pvalues, units=None) -> np.ndarray:
+    """Holm-adjusted p-values (family-wise error); nan entries stay nan, outside the family.
+
+    `units` (optional, one label per p-value) groups hypotheses that cannot be true together: a
+    claim's difference test (effect = 0) and its equivalence test (|effect| >= delta) exclude each
+    other. Holm's step k multiplies by the number of hypotheses not yet rejected; with units it
+    multiplies by the number of units that still have one (at most one true hypothesis per unit, so
+    the first true one rejected meets a multiplier >= the number of true ones: Bonferroni on those,
+    Shaffer's argument). Without units every hypothesis is its own unit: plain Holm."""
     p = np.asarray(pvalues, dtype=float)
+    labels = list(range(len(p))) if units is None else list(units)
     out = np.full_like(p, np.nan)
     tested = np.flatnonzero(np.isfinite(p))
-    m = len(tested)
+    order = tested[np.argsort(p[tested], kind="stable")]
     running = 0.0
-    for rank, i in enumerate(tested[np.argsort(p[tested], kind="stable")]):
-        running = max(running, min(1.0, (m - rank) * p[i]))
+    for rank, i in enumerate(order):
+        multiplier = len({labels[j] for j in order[rank:]})
+        running = max(running, min(1.0, multiplier * p[i]))
         out[i] = running
     return out
+
+
+def tost_p(estimate, se, df, delta) -> np.ndarray:
+    """p of the equivalence test (two one-sided t-tests) that the effect lies inside (-delta, delta):
+    the larger of the p's of 'effect <= -delta' and 'effect >= delta' (Student's t, df degrees of
+    freedom). p < alpha exactly when the (1 - 2 alpha) t-interval lies inside +-delta. nan without a
+    standard error (n < 2, equal differences: no spread to judge a bound by) or without delta."""
+    est, se, df, delta = (np.asarray(x, dtype=float) for x in (estimate, se, df, delta))
+    valid = np.isfinite(est) & np.isfinite(se) & (se > 0) & (df >= 1) & np.isfinite(delta) & (delta > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        safe_se, safe_df = np.where(valid, se, 1.0), np.where(valid, df, 1.0)
+        above = stats.t.sf((est + delta) / safe_se, safe_df)    # H0: effect <= -delta
+        below = stats.t.cdf((est - delta) / safe_se, safe_df)   # H0: effect >= +delta
+    return np.where(valid, np.maximum(above, below), np.nan)
+
+
+def t_power(effect, se, df, alpha) -> np.ndarray:
+    """Power of the two-sided t-test at level alpha when the true effect is `effect` and the estimate's
+    standard error is `se` (noncentral t with df degrees of freedom, scipy.stats.nct)."""
+    crit = stats.t.ppf(1 - np.asarray(alpha, dtype=float) / 2, df)
+    nc = np.abs(np.asarray(effect, dtype=float)) / np.asarray(se, dtype=float)
+    return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+
+
+def seeds_for_power(effect: float, se_of, df_of, alpha: float, power: float = 0.8, start: int = 2,
+                    limit: int = MAX_SEEDS) -> int | None:
+    """Fewest seeds n >= start with t_power(effect, se_of(n), df_of(n), alpha) >= power; None when the
+    effect or spread is unknown or zero, limit + 1 when even `limit` seeds are not enough.
+
+    se_of(n), df_of(n): the standard error and degrees of freedom with n seeds (paired: sd / sqrt(n)
+    and n - 1; a factorial: from its model)."""
+    if not (np.isfinite(effect) and effect != 0):
+        return None
+    n = np.arange(start, limit + 1)
+    df = np.array([df_of(k) for k in n], dtype=float)
+    se = np.array([se_of(k) for k in n], dtype=float)
+    if not np.all(np.isfinite(se)) or np.any(se <= 0):
+        return None
+    ok = df >= 1
+    enough = np.zeros(len(n), dtype=bool)
+    enough[ok] = t_power(effect, se[ok], df[ok], alpha) >= power
+    return int(n[np.argmax(enough)]) if enough.any() else limit + 1
