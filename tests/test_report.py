@@ -36,12 +36,12 @@ SEEDS = range(6)
 # The resolved config of a `paper` run (the toggles and what the report reads), and what each arm
 # changes in it, as conf/ablation/*.yaml do.
 BASE_CONFIG = {"name": "default", "sweep_name": "demo", "ablation_name": "paper", "seed": 0,
-               "model": {"name": "alexnet_small", "activation": "relu", "pooling": "overlapping", "lrn": True,
+               "model": {"name": "alexnet_small", "activation": "relu", "pooling": "overlapping", "norm": "lrn",
                          "dropout": 0.5, "one_column": False},
                "data": {"name": "fashion_mnist", "augment": "crop_flip_pca", "root": None},
                "optim": {"lr": 0.01}, "eval": {"error_threshold": 0.25, "ten_crop": False},
                "trainer": {"max_epochs": EPOCHS, "threads": 1}}
-ARMS = {"paper": {}, "tanh": {"model": {"activation": "tanh"}}, "no_lrn": {"model": {"lrn": False}},
+ARMS = {"paper": {}, "tanh": {"model": {"activation": "tanh"}}, "no_lrn": {"model": {"norm": "none"}},
         "no_overlap": {"model": {"pooling": "non_overlapping"}}, "no_dropout": {"model": {"dropout": 0.0}},
         "no_augment": {"data": {"augment": "none"}}, "no_pca": {"data": {"augment": "crop_flip"}},
         "one_column": {"model": {"one_column": True}}}
@@ -396,7 +396,7 @@ def test_sweep_ledger_names_trials_that_never_got_a_folder(tmp_path):
 
 
 RELU_TANH = merged(BASE_CONFIG, {"ablation_name": "relu_vs_tanh", "model": {"name": "convnet4", "dropout": 0.0,
-                                                                          "lrn": False}})
+                                                                          "norm": "none"}})
 
 
 def grid_run(root, act, lr, s, **kw):

@@ -29,7 +29,7 @@ SEEDS = range(6)
 # the five tricks of the factorials, each as (key, paper level, level without it, arm)
 TRICKS5 = [("model.activation", "relu", "tanh", "tanh"),
            ("model.pooling", "overlapping", "non_overlapping", "no_overlap"),
-           ("model.lrn", True, False, "no_lrn"),
+           ("model.norm", "lrn", "none", "no_lrn"),
            ("model.dropout", 0.5, 0.0, "no_dropout"),
            ("data.augment", "crop_flip_pca", "none", "no_augment")]
 
@@ -64,7 +64,7 @@ def test_the_arm_table_is_the_ablation_folder_and_the_paper_levels_the_schema_de
         assert ARMS[name] == {f"{s}.{k}": v for s, block in content.items() if isinstance(block, dict)
                               for k, v in block.items()}
     assert set(TOGGLES) == {k for s in ARMS.values() for k in s}
-    assert PAPER_LEVELS == {"model.activation": "relu", "model.pooling": "overlapping", "model.lrn": True,
+    assert PAPER_LEVELS == {"model.activation": "relu", "model.pooling": "overlapping", "model.norm": "lrn",
                             "model.dropout": 0.5, "data.augment": "crop_flip_pca", "model.one_column": False}
 
 
@@ -77,7 +77,7 @@ def test_arms_come_from_resolved_configs_not_from_folder_names(tmp_path):
         write_run(root, "no_lrn", s, 0.78 + s / 100, 0.85, job=f"ablation=tanh,seed={s}~d4e5f6")  # a lying name
     a = analyse(load(root))
     assert sorted(set(a.per_run.ablation)) == ["no_lrn", "paper"]
-    assert set(a.per_run.design) == {LEVELS} and set(a.per_run.design_text) == {"levels of model.lrn"}
+    assert set(a.per_run.design) == {LEVELS} and set(a.per_run.design_text) == {"levels of model.norm"}
     assert a.claims.set_index("claim").loc["lrn_error", "n"] == 3
 
 
@@ -90,7 +90,7 @@ def test_a_run_changing_two_toggles_in_a_one_at_a_time_group_is_custom_and_not_c
         write_run(root, "no_lrn", s, 0.79 + s / 100, 0.85)
         write_run(root, "tanh", s, 0.78 + s / 100, 0.85)
         write_run(root, "no_overlap", s, 0.78 + s / 90, 0.85)
-    both = merged(BASE_CONFIG, {"model": {"lrn": False, "activation": "tanh"}})
+    both = merged(BASE_CONFIG, {"model": {"norm": "none", "activation": "tanh"}})
     write_run(root, "paper", 7, 0.7, 0.8, job="by_hand", config=both)
     a = analyse(load(root))
     assert set(a.per_run.design) == {ONE_AT_A_TIME}
@@ -103,8 +103,8 @@ def test_a_run_changing_two_toggles_in_a_one_at_a_time_group_is_custom_and_not_c
 def test_four_cells_of_two_toggles_are_a_two_by_two_factorial(tmp_path):
     root = tmp_path / "sweep"
     for s in range(3):
-        for arm, x in (("paper", {}), ("no_lrn", {"model.lrn": False}), ("tanh", {"model.activation": "tanh"}),
-                       ("both", {"model.lrn": False, "model.activation": "tanh"})):
+        for arm, x in (("paper", {}), ("no_lrn", {"model.norm": "none"}), ("tanh", {"model.activation": "tanh"}),
+                       ("both", {"model.norm": "none", "model.activation": "tanh"})):
             write_cell(root, f"{arm}{s}", s, x, "paper", 20 + s + len(x), 5.0 + s / 10)
     a = analyse(load(root))
     assert set(a.per_run.design_text) == {"full factorial 2^2"}
@@ -390,7 +390,7 @@ def test_a_true_zero_with_enough_seeds_is_no_effect_larger_than_delta_and_twice_
     for s in range(12):
         base = 20 + 2 * rng.standard_normal()
         write_cell(root, f"a{s}", s, {}, "paper", base, 5.0 + s / 20)
-        write_cell(root, f"b{s}", s, {"model.lrn": False}, "no_lrn", base + 0.4 * rng.standard_normal(), 5.0 + s / 20)
+        write_cell(root, f"b{s}", s, {"model.norm": "none"}, "no_lrn", base + 0.4 * rng.standard_normal(), 5.0 + s / 20)
         write_cell(root, f"c{s}", s, {"model.pooling": "non_overlapping"}, "no_overlap",
                    base + 2.0 + 0.4 * rng.standard_normal(), 5.0 + s / 20)
     a = analyse(load(root))
@@ -454,7 +454,7 @@ def small_sweep(root: Path, seeds) -> None:
         base = 20 + rng.normal(0, 2)
         write_cell(root, f"ablation=paper,seed={s}", s, {}, "paper", base, 5.0)
         lrn_error = base + 0.8 + rng.normal(0, 0.6)
-        write_cell(root, f"ablation=no_lrn,seed={s}", s, {"model.lrn": False}, "no_lrn", lrn_error, 5.0)
+        write_cell(root, f"ablation=no_lrn,seed={s}", s, {"model.norm": "none"}, "no_lrn", lrn_error, 5.0)
         write_cell(root, f"ablation=no_dropout,seed={s}", s, {"model.dropout": 0.0}, "no_dropout", base,
                    9.0 + rng.normal(0, 1.0))
 

@@ -63,7 +63,7 @@ SETTING_IGNORES = (*TOGGLES, "seed", "ablation_name", *RESULT_NEUTRAL)
 
 
 def single_toggle_arms() -> dict[tuple[str, object], str]:
-    """(toggle key, value) -> the arm whose file sets just that: ('model.lrn', False) -> 'no_lrn'."""
+    """(toggle key, value) -> the arm whose file sets just that: ('model.norm', 'none') -> 'no_lrn'."""
     return {next(iter(s.items())): name for name, s in ARMS.items() if len(s) == 1}
 
 
