@@ -14,10 +14,12 @@ from typing import Any, Dict, Optional
 import os
 from pathlib import Path
 
+import hydra.core.utils
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .run_folder import atomic_write_text
 from .settings import NAMED_IN_FOLDER, RESULT_NEUTRAL, cache_root, get, ignored
 
 
@@ -422,3 +424,18 @@ if not OmegaConf.has_resolver("alexlab.toggle_help"):
     OmegaConf.register_new_resolver("alexlab.toggle_help", toggle_help)
 if not OmegaConf.has_resolver("alexlab.folder_name_excludes"):
     OmegaConf.register_new_resolver("alexlab.folder_name_excludes", folder_name_excludes)
+
+
+def save_hydra_record(cfg, filename: str, output_dir: Path) -> None:
+    """Hydra's .hydra/<filename>, written whole or not at all (Hydra's own writer opens the file and
+    writes into it: a kill or a full disk mid-write would leave half a YAML file); a failed write is
+    one line naming the file."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / filename, OmegaConf.to_yaml(cfg))
+
+
+# Hydra's run_job looks _save_config up in hydra.core.utils at each call, so every job of every
+# launcher (single runs, local, gpu_pool and submitit children: all import this module) writes
+# through the one above; tests/reliability/test_atomic_writes.py fails if Hydra stops calling it.
+if hasattr(hydra.core.utils, "_save_config"):
+    hydra.core.utils._save_config = save_hydra_record
