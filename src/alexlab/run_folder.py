@@ -315,16 +315,23 @@ def locked(run_dir: Path) -> Iterator[None]:
 def _take_lock(run_dir: Path) -> int | None:
     if fcntl is None:
         return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    path = run_dir / LOCK
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise AlexlabError(f"cannot write {path} ({err.strerror or err}); {TEXT_HINT}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _read_pid(fd)
         os.close(fd)
         raise RunLocked(f"{run_dir} is being trained by another process (pid {holder or 'unknown'}); skipped") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:  # the holder's pid, for the other command's message
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the lock holds all the same
     return fd
 
 

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import run_folder
 from .callbacks import DivergenceGuard, EpochRecorder
@@ -95,7 +95,8 @@ def train(cfg: DictConfig, run_dir: Path, writes: bool, extra_callbacks=()) -> d
 def as_reported(err: BaseException, epoch: int, run_dir: Path) -> BaseException:
     """What the command line reports for an exception that stopped training: a signal as
     Interrupted (status `interrupted`, exit 128 + signal), an alexlab error raised in a DataLoader
-    worker as its own one line; anything else as it is."""
+    worker as its own one line, Lightning's refusal of a setting as a ConfigError; anything else
+    as it is."""
     signum = signal_of(err)
     if signum is not None:
         ckpt = run_dir / run_folder.CHECKPOINT
@@ -105,6 +106,8 @@ def as_reported(err: BaseException, epoch: int, run_dir: Path) -> BaseException:
                            f"{how}", signum)
     if isinstance(err, AlexlabError) and worker_message(str(err)) != str(err):
         return type(err)(worker_message(str(err)))
+    if isinstance(err, MisconfigurationException):  # Lightning's word on a trainer.* value, once it sees the data
+        return ConfigError(str(err).strip().splitlines()[0])
     return err
 
 
