@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
-from .run_folder import atomic_write_text
+from .run_folder import atomic_write_text, is_rank_zero
 from .settings import NAMED_IN_FOLDER, RESULT_NEUTRAL, cache_root, get, ignored
 
 
@@ -445,7 +445,9 @@ if not OmegaConf.has_resolver("alexlab.folder_name_excludes"):
 def save_hydra_record(cfg, filename: str, output_dir: Path) -> None:
     """Hydra's .hydra/<filename>, written whole or not at all (Hydra's own writer opens the file and
     writes into it: a kill or a full disk mid-write would leave half a YAML file); a failed write is
-    one line naming the file."""
+    one line naming the file. By rank 0 alone: a SLURM job's other tasks run the same job."""
+    if not is_rank_zero():
+        return
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / filename, OmegaConf.to_yaml(cfg))
 

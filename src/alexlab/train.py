@@ -303,7 +303,9 @@ def quiet_lightning() -> None:
                     # we log nothing per step (one row per epoch), so the logging interval is moot
                     ".*log_every_n_steps.*",
                     # plateau: val/acc exists on evaluation epochs only; the schedule skips the others
-                    ".*ReduceLROnPlateau conditioned on metric val/acc.*"):
+                    ".*ReduceLROnPlateau conditioned on metric val/acc.*",
+                    # DDP: the progress bar shows epoch_metrics(), which torchmetrics already gathered
+                    ".*sync_dist=True.*when logging on epoch level.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

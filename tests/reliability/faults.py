@@ -5,7 +5,7 @@ in-process, and a command that runs `alexlab-train` with a fault that must kill 
       kill_at_step:K[:S]    SIGKILL as training step K (global, 0-based) runs, in the trial with seed S
       kill_in_save:E        SIGKILL halfway through writing epoch E's checkpoint bytes
       kill_before_rename:E  SIGKILL after epoch E's checkpoint is written, before it replaces last.ckpt
-      killpg_at_step:K      SIGKILL to the whole process group (every DDP rank) as step K runs
+      killpg_at_step:K      SIGKILL to the whole process group (every DDP rank) as rank 0 runs step K
       wait_for_signal_at_step:K   at step K write $ALEXLAB_FAULT_DIR/at_step, then wait for a signal
       hold_at_step:K[:S]    at step K write $ALEXLAB_FAULT_DIR/holding, then wait for .../release
 """
@@ -169,6 +169,13 @@ def disk_full(match: str, mp, after: int = 0) -> list:
     return failed
 
 
+def kill_process_group(module, loss):
+    """SIGKILL to this process's whole group (every DDP rank: a node going down), once the
+    checkpoint of the last epoch is whole: where the kill lands does not depend on the writer's speed."""
+    module.trainer.strategy.checkpoint_io.wait()
+    os.killpg(0, signal.SIGKILL)
+
+
 def send_signal(signum: int):
     """A StepFault that sends `signum` to this very process as the step runs (Lightning's handler
     or Python's KeyboardInterrupt then takes over, as for a signal from outside)."""
@@ -279,7 +286,8 @@ def start_cli(args, tmp_path: Path, fault: str | None = None, multirun: bool = F
     entry = [__file__] if fault else ["-m", "alexlab.cli"]
     cmd = [sys.executable, *entry, *(["-m"] if multirun else []), *paths(tmp_path), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
-           "ALEXLAB_FAULT_DIR": str(tmp_path)}
+           "ALEXLAB_FAULT_DIR": str(tmp_path),  # and probes.py importable, also through `-m alexlab.cli`:
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("ALEXLAB_FAULT", None)
     if fault:
         env["ALEXLAB_FAULT"] = fault
@@ -371,14 +379,14 @@ def main() -> None:
         step, _, seed = arg.partition(":")
         StepFault(int(step), hold, seed=int(seed) if seed else None).install(mp)
     elif kind == "killpg_at_step":
-        StepFault(int(arg), lambda *_: os.killpg(0, signal.SIGKILL)).install(mp)
+        StepFault(int(arg), kill_process_group, when=lambda module: module.global_rank == 0).install(mp)
     elif kind == "kill_in_save":
         kill_in_checkpoint_write(int(arg), mp)
     elif kind == "kill_before_rename":
         kill_before_rename(int(arg), mp)
     else:
         raise SystemExit(f"faults.py: unknown ALEXLAB_FAULT={fault!r}")
-    sys.argv[0] = "alexlab-train"
+    sys.argv[0] = os.path.abspath(__file__)  # Lightning's DDP reruns argv[0] for rank 1: the faults come along
     from alexlab.cli import main as alexlab_main
 
     alexlab_main()
