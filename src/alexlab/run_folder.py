@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .errors import AlexlabError, CheckpointError, RunLocked
+from .errors import AlexlabError, CheckpointError, RunLocked, say_warning
 from .settings import RESULT_NEUTRAL, flatten, ignored
 
 CONFIG = "config.yaml"
@@ -290,6 +290,7 @@ except ImportError:  # Windows: no advisory locks; one command per run folder
     fcntl = None
 
 _HELD: dict[Path, list] = {}  # run folder -> [fd, depth]: this process's locks (reentrant: sweep trial, then run)
+_NO_LOCKS: list[Path] = []  # the first lock this file system refused (warned once)
 
 
 @contextlib.contextmanager
@@ -327,6 +328,11 @@ def _take_lock(run_dir: Path) -> int | None:
         holder = _read_pid(fd)
         os.close(fd)
         raise RunLocked(f"{run_dir} is being trained by another process (pid {holder or 'unknown'}); skipped") from None
+    except OSError as err:  # a file system without flock (Lustre without -o flock): run unlocked, as before
+        if not _NO_LOCKS:
+            say_warning(f"cannot lock {path} ({err.strerror or err}); two commands on this run folder at once "
+                        "would both train it")
+            _NO_LOCKS.append(path)
     try:  # the holder's pid, for the other command's message
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -72,3 +72,23 @@ def test_two_commands_on_one_sweep_share_its_trials_and_train_none_twice(tmp_pat
         "0": "completed", "1": "skipped"}
     for row in report["trials"]:
         assert [r["epoch"] for r in metrics(sweep_dir / row["trial"])] == ["0", "1"]
+
+
+def test_a_file_system_without_locks_warns_once_and_trains_unlocked(tmp_path, monkeypatch):
+    """flock refused (Lustre mounted without -o flock: ENOLCK, EOPNOTSUPP): not an error."""
+    import errno
+
+    from alexlab import run_folder
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", no_locks)
+    monkeypatch.setattr(run_folder, "_NO_LOCKS", [])
+    code, _, err = cli(ARGS, tmp_path)
+    assert code == 0, err[-3000:]
+    run_dir = only_run(tmp_path)
+    warnings = [line for line in err.splitlines() if line.startswith("alexlab:")]
+    assert warnings == [f"alexlab: warning: cannot lock {run_dir / '.lock'} (No locks available); two commands on "
+                        "this run folder at once would both train it"]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"

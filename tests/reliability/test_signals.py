@@ -97,3 +97,19 @@ def test_a_signal_from_outside_stops_a_process_started_with_sigint_ignored(name,
                     f"{run_dir / 'checkpoints' / 'last.ckpt'}")
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     assert finished_markers(tmp_path) == []
+
+
+def test_sigterm_before_training_starts_is_one_line_and_exit_143(tmp_path, monkeypatch):
+    """Outside Lightning's loop (here while the data loads) alexlab's own handler stops the command."""
+    import os
+
+    from alexlab.data import AlexDataModule
+
+    def load(self, stage=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(AlexDataModule, "setup", load)
+    code, _, err = cli(ARGS, tmp_path)
+    assert code == 143
+    assert one_error_line(err) == "alexlab: error: terminated by SIGTERM; rerun the same command to resume"
+    assert finished_markers(tmp_path) == []
