@@ -5,6 +5,7 @@ the same command then resumes. The signal is sent at a chosen step by a fault ho
 process (fast) or, where a real process must die, from outside once the hook announced its step."""
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,37 @@ def test_sigterm_before_training_starts_is_one_line_and_exit_143(tmp_path, monke
     assert code == 143
     assert one_error_line(err) == "alexlab: error: terminated by SIGTERM; rerun the same command to resume"
     assert finished_markers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_gpu_pool_trial_stopped_by_sigterm_is_left_unfinished_and_the_rerun_resumes_it(tmp_path):
+    """One trial process of launcher=gpu_pool gets SIGTERM (a probe callback sends it at its step):
+    it records `interrupted` and exits 143; the launcher leaves it `running` in the ledger (not
+    failed), the other trial completes, and the same command resumes it."""
+    sweep = tiny("launcher=gpu_pool", "launcher.n_jobs=2", "seed=0,1", "+callbacks.stop._target_=probes.SignalAtStep",
+                 f"+callbacks.stop.step={STEP}", "+callbacks.stop.seed=1")
+    proc = start_cli(sweep, tmp_path, multirun=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
+    ledger = by_run_seed(json.loads((sweep_dir / "sweep_ledger.json").read_text())["trials"])
+    assert {s: t["state"] for s, t in ledger.items()} == {0: "completed", 1: "running"}
+    stopped = Path(ledger[1]["run_dir"])
+    assert json.loads((stopped / "summary.json").read_text())["status"] == "interrupted"
+    assert "alexlab: error: terminated by SIGTERM at epoch 1" in (stopped / "console.log").read_text()
+    report = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert sorted(r["outcome"] for r in report["trials"]) == ["completed", "unfinished"]
+
+    proc = start_cli(sweep, tmp_path, multirun=True)  # the same command (the probe has fired: it stays quiet)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert {s: r["outcome"] for s, r in by_run_seed({r["trial"]: r for r in report["trials"]}).items()} == {
+        0: "skipped", 1: "completed"}
+    assert json.loads((stopped / "summary.json").read_text())["resumed_from"].endswith("last.ckpt")
+
+
+def by_run_seed(entries: dict) -> dict:
+    """Ledger or summary rows by the seed their run folder's summary records (these folder names are
+    long enough to be shortened, seed and all)."""
+    return {json.loads((Path(e["run_dir"]) / "summary.json").read_text())["seed"]: e for e in entries.values()}

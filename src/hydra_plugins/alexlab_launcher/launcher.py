@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 # plain Python, no torch: plugin discovery imports this module at every start of any Hydra app
 from alexlab.config import validate
-from alexlab.errors import AlexlabError, ConfigError, say_error
+from alexlab.errors import AlexlabError, ConfigError, Interrupted, say_error
 from alexlab.run_folder import finished_summary
 from alexlab.settings import RESULT_NEUTRAL, differences, flatten
 from alexlab.sweep import DevicePool, Ledger, check_launch, first_line, now
@@ -269,7 +269,8 @@ class AlexlabLauncher(Launcher):
                     pool.release(device)
                     trial = trials[pos]
                     entry = ledger.read()["trials"].get(trial.key, {})
-                    if proc.exitcode != 0 and entry.get("state") in (None, "waiting", "running"):
+                    stopped = proc.exitcode in SIGNAL_EXITS  # a signal to that trial alone: left running, resumed later
+                    if proc.exitcode != 0 and not stopped and entry.get("state") in (None, "waiting", "running"):
                         error = f"trial process ended with exit code {proc.exitcode} (see {trial.run_dir / 'console.log'})"
                         ledger.update(trial.key, state="failed", error=error)
                         entry = {**entry, "state": "failed", "error": error}
@@ -283,6 +284,11 @@ class AlexlabLauncher(Launcher):
                 proc.join()
             raise
         return results
+
+
+# exit statuses of a trial process that a signal stopped: 128 + SIGINT / SIGTERM (alexlab's own), or
+# the signal itself (multiprocessing reports death by signal N as -N)
+SIGNAL_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
 
 
 def visible_gpus() -> list[str]:
@@ -315,8 +321,12 @@ def run_in_child(payload: bytes, env: dict, log_path: str) -> None:
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(config)
-    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=config,
-                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    try:
+        ret = run_job(hydra_context=hydra_context, task_function=task_function, config=config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    except Interrupted as stop:  # its ledger entry stays running: the next command resumes it
+        say_error(str(stop))
+        raise SystemExit(stop.exit_status) from None
     if ret.status != JobStatus.COMPLETED:
         raise SystemExit(1)
 
