@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from .errors import AlexlabError, DivergedError
-from .run_folder import CHECKPOINT, METRICS, atomic_write_text, read_metrics_csv
+from .run_folder import CHECKPOINT, METRICS, atomic_write, atomic_write_text, is_rank_zero, read_metrics_csv
 
 
 log = logging.getLogger(__name__)
@@ -41,32 +41,33 @@ def snapshot(obj):
 
 class BackgroundCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint in a background thread while the next epoch trains, atomically:
-    into a temporary file beside it, renamed over the old one only when whole. The caller pays
-    only for a memory copy of the state (snapshot); the 227-px net's ~0.5 GB write no longer
-    stalls training. One write at a time: a save first waits for the previous one, and
-    `wait()` raises a failed write's error (EpochRecorder calls it when training ends)."""
+    torch.save into a temporary file beside it (never $TMPDIR: a kill would strand half a
+    checkpoint there, and a full $TMPDIR would pass for the run folder's disk), fsync, renamed
+    over the old one only when whole. The caller pays only for a memory copy of the state
+    (snapshot); the 227-px net's ~0.5 GB write no longer stalls training. One write at a time: a
+    save first waits for the previous one, and `wait()` raises a failed write's error
+    (EpochRecorder calls it when training ends). `enabled=False` (a process that is not rank 0 of
+    its job) writes nothing."""
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
         super().__init__()
+        self.enabled = enabled
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if not self.enabled:
+            return
         self.wait()
         state = snapshot(checkpoint)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="alexlab-checkpoint")
-        self._pending = self._executor.submit(self._write, state, Path(path), storage_options)
+        self._pending = self._executor.submit(self._write, state, Path(path))
 
-    def _write(self, checkpoint, path: Path, storage_options) -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        except OSError as err:  # disk full: the previous checkpoint is kept, the partial copy removed
-            tmp.unlink(missing_ok=True)
-            raise AlexlabError(f"cannot write checkpoint {path} ({err.strerror or err}); the previous one "
-                               "is kept: free disk space and rerun the same command to resume") from None
+    @staticmethod
+    def _write(checkpoint, path: Path) -> None:
+        atomic_write(path, lambda f: torch.save(checkpoint, f), what="checkpoint",  # disk full: the old one stays
+                     hint="the previous one is kept: free disk space and rerun the same command to resume")
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -97,7 +98,10 @@ class EpochRecorder(pl.Callback):
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / METRICS
         self.ckpt_path = self.run_dir / CHECKPOINT
-        self.checkpoint_io = BackgroundCheckpointIO()
+        # a SLURM task or DDP child other than rank 0 trains but writes nothing (Lightning's
+        # is_global_zero alone is not enough: tasks that are not one DDP job each call themselves 0)
+        self.writes = is_rank_zero()
+        self.checkpoint_io = BackgroundCheckpointIO(enabled=self.writes)
         self.rows: list[dict] = []
         self.estimated = False  # the expected end is printed once, after the first epoch this process trains
 
@@ -129,7 +133,7 @@ class EpochRecorder(pl.Callback):
         row = {"epoch": trainer.current_epoch, **pl_module.epoch_metrics(), "lr": self.lr,
                "epoch_time_s": now - self.epoch_start, "images_per_s": images / max(train_time, 1e-9)}
         self.rows.append(row)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.writes:
             self._write_csv()
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=trainer.current_epoch)
@@ -137,8 +141,9 @@ class EpochRecorder(pl.Callback):
                 print(f"alexlab: {expected_end(trainer.current_epoch, trainer.max_epochs, row['epoch_time_s'])}",
                       flush=True)
                 self.estimated = True
-        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.ckpt_path)  # waits for the previous epoch's write first
+        if self.writes:
+            self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.ckpt_path)  # on every rank: it ends in a barrier  # waits for the previous epoch's write first
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.checkpoint_io.wait()  # the last checkpoint is whole (or its error raised) before the run is called done

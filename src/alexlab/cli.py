@@ -5,14 +5,17 @@ Lightning) is imported only when a run starts.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from .config import RENAMED, conf_dir
-from .errors import AlexlabError, DivergedError, fail, say_error
+from .errors import AlexlabError, DivergedError, Interrupted, RunLocked, fail, say_error
 from . import sweep
 
 FAILURES: list[str] = []  # one line per failed job of this process, reported by main()
@@ -27,10 +30,53 @@ def hydra_main(cfg: DictConfig):
         return sweep.run_trial(cfg, run)
     try:
         return run(cfg)
+    except RunLocked as locked:  # the same command is training it: not an error of this one
+        print(f"alexlab: {locked}")
+        return {"status": "locked", "error": str(locked)}
     except AlexlabError as err:
         FAILURES.append(str(err))
         say_error(str(err))
         return {"status": "diverged" if isinstance(err, DivergedError) else "failed", "error": str(err)}
+    except Exception as err:
+        if not sweep.is_oom(err):
+            raise
+        line = out_of_memory_line(err, cfg)
+        FAILURES.append(line)
+        say_error(line)
+        return {"status": "failed", "error": line}
+
+
+def out_of_memory_line(err: BaseException, cfg: DictConfig) -> str:
+    """One line for a single run's CUDA out-of-memory: how much was asked for, and the settings that set it."""
+    asked = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", str(err))
+    return (f"out of memory on the GPU{f' (tried to allocate {asked.group(1)})' if asked else ''} with "
+            f"model.width={cfg.model.width}, data.batch_size={cfg.data.batch_size}; lower model.width or "
+            "data.batch_size, or use a GPU with more free memory")
+
+
+@contextlib.contextmanager
+def signals_handled():
+    """SIGTERM (what schedulers send before a kill) raises Interrupted wherever Python is, so the
+    command records it and exits 143 instead of dying silently; inside Lightning's training loop
+    Lightning's own handler runs first and calls this one, which then leaves the stop to the next
+    batch boundary (SIGTERMException). A SIGINT that a shell set to ignored (`cmd &` in a script)
+    is given back to Python, so Ctrl-C and kill -INT stop the command. The previous handlers come
+    back when the command ends (tests call main() in-process)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if saved[signal.SIGINT] is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if saved[signal.SIGTERM] is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def terminate(signum, frame) -> None:
+    if signal.getsignal(signal.SIGTERM) is terminate:  # else Lightning's handler called us: it stops the loop
+        raise Interrupted("terminated by SIGTERM; rerun the same command to resume", signum)
 
 
 def one_line(err: BaseException) -> str:
@@ -59,8 +105,14 @@ def main() -> None:
 
     full_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    sweep.ACTIVE.clear()
     try:
-        hydra_main()
+        with signals_handled():
+            hydra_main()
+    except Interrupted as stop:
+        fail(sweep.interrupted(str(stop)), stop.exit_status)
+    except KeyboardInterrupt:  # Ctrl-C outside Lightning's loop (composing, loading data, between trials)
+        fail(sweep.interrupted("interrupted by SIGINT; rerun the same command to resume"), 128 + signal.SIGINT)
     except (HydraException, OmegaConfBaseException, AlexlabError) as err:
         if full_trace:
             raise

@@ -14,10 +14,12 @@ from typing import Any, Dict, Optional
 import os
 from pathlib import Path
 
+import hydra.core.utils
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .run_folder import atomic_write_text, is_rank_zero
 from .settings import NAMED_IN_FOLDER, RESULT_NEUTRAL, cache_root, get, ignored
 
 
@@ -219,6 +221,8 @@ RANGES = {
     "eval.train_clean_size": (0, 10**9, True, True),
     "eval.error_threshold": (0.0, 1.0, False, False),
     "trainer.max_epochs": (1, 10**6, True, True),
+    "trainer.gradient_clip_val": (0.0, 1e6, True, True),  # or null (no clipping)
+    "seed": (0, 2**32 - 1, True, True),  # what seed_everything and numpy accept
     "trainer.threads": (0, 1024, True, True),
     "trainer.num_nodes": (1, 100000, True, True),
     "launcher.n_jobs": (1, 1024, True, True),
@@ -227,6 +231,7 @@ RANGES = {
 }
 
 POSITIVE_OR_NULL = ("data.train_subset", "data.test_subset")
+NULL_OR_IN_RANGE = ("trainer.gradient_clip_val",)  # keys of RANGES that may also be null
 
 # keys that mean something for one data set only (W&B's run config leaves them out elsewhere)
 ONLY_FOR = {"synthetic": ("data.num_train", "data.num_test", "data.channels", "data.num_classes", "data.size"),
@@ -306,6 +311,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"{key}={value!r} is not valid; choose one of: {shown}")
     for key, (lo, hi, lo_ok, hi_ok) in RANGES.items():
         value = get(cfg, key)
+        if value is None and key in NULL_OR_IN_RANGE:
+            continue
         ok = (lo < value or (lo_ok and value == lo)) and (value < hi or (hi_ok and value == hi))
         if not ok:
             interval = f"{'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}"
@@ -315,6 +322,7 @@ def validate(cfg) -> None:
         if value is not None and value < 1:
             raise ConfigError(f"{key}={value!r} is not valid; give a positive number of images or null")
     check_validation_split(cfg.data.val_size, cfg.optim.schedule)
+    check_batch_limit(get(cfg, "trainer.limit_train_batches"))
     if cfg.model.groups == 2 and cfg.model.name == "convnet4":
         raise ConfigError("model.groups=2 is not valid for model.name='convnet4'; it has no split columns (use 1)")
     check_resizable(cfg.model)
@@ -347,6 +355,16 @@ def check_validation_split(val_size: float, schedule: str) -> None:
                           "(0, 1) of the training images, or a whole number of images >= 1")
     if schedule == "plateau" and val_size == 0:
         raise ConfigError(PLATEAU_WITHOUT_VALIDATION)
+
+
+def check_batch_limit(value) -> None:
+    """trainer.limit_train_batches as Lightning reads it: null (every batch), a fraction in (0, 1]
+    of the batches, or a whole number above 1 of batches (0 would train nothing and still be
+    marked completed; a negative number left the run "running")."""
+    if value is None or 0 < value <= 1 or (value > 1 and value == int(value)):
+        return
+    raise ConfigError(f"trainer.limit_train_batches={value!r} is not valid; give a fraction in (0, 1] of the "
+                      "training batches, a whole number of batches above 1, or null (all of them)")
 
 
 def valid_devices(devices, accelerator: str = "auto") -> bool:
@@ -454,3 +472,20 @@ if not OmegaConf.has_resolver("alexlab.toggle_help"):
     OmegaConf.register_new_resolver("alexlab.toggle_help", toggle_help)
 if not OmegaConf.has_resolver("alexlab.folder_name_excludes"):
     OmegaConf.register_new_resolver("alexlab.folder_name_excludes", folder_name_excludes)
+
+
+def save_hydra_record(cfg, filename: str, output_dir: Path) -> None:
+    """Hydra's .hydra/<filename>, written whole or not at all (Hydra's own writer opens the file and
+    writes into it: a kill or a full disk mid-write would leave half a YAML file); a failed write is
+    one line naming the file. By rank 0 alone: a SLURM job's other tasks run the same job."""
+    if not is_rank_zero():
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / filename, OmegaConf.to_yaml(cfg))
+
+
+# Hydra's run_job looks _save_config up in hydra.core.utils at each call, so every job of every
+# launcher (single runs, local, gpu_pool and submitit children: all import this module) writes
+# through the one above; tests/reliability/test_atomic_writes.py fails if Hydra stops calling it.
+if hasattr(hydra.core.utils, "_save_config"):
+    hydra.core.utils._save_config = save_hydra_record

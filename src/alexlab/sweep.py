@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
 from . import run_folder
-from .errors import AlexlabError, ConfigError, DivergedError, say_error
+from .errors import AlexlabError, ConfigError, DivergedError, RunLocked, say_error, say_warning
 from .run_folder import atomic_write_text
 
 LEDGER = "sweep_ledger.json"
@@ -31,6 +31,7 @@ SUMMARY = "sweep_summary"       # .json and .md beside the ledger
 STATES = ("waiting", "running", "completed", "failed", "diverged")
 BAD = ("failed", "unfinished", "not run")  # outcomes that make the sweep's exit status non-zero
 SWEEP_FAILURES: list[str] = []  # one line per sweep of this process with a BAD trial; main() exits 2
+ACTIVE: dict = {}  # the sweep this process is launching (its folder, names), for a summary when a signal stops it
 
 
 def now() -> str:
@@ -68,11 +69,20 @@ class Ledger:
     def read(self) -> dict:
         if not self.path.is_file():
             return {"current": [], "trials": {}}
+        text = self.path.read_text(errors="replace")
+        if not text.strip():  # never written so by alexlab (whole files only): a copy cut short
+            say_warning(f"sweep ledger {self.path} is empty; starting a new one (the run folders keep every result)")
+            return {"current": [], "trials": {}}
+        remedy = "delete it (the run folders keep every result) and rerun the sweep"
         try:
-            return json.loads(self.path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AlexlabError(f"sweep ledger {self.path} is not valid JSON; delete it (the run folders keep every "
-                               "result) and rerun the sweep") from None
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise AlexlabError(f"sweep ledger {self.path} is not valid JSON; {remedy}") from None
+        if not (isinstance(data, dict) and isinstance(data.get("current"), list)
+                and isinstance(data.get("trials"), dict)):
+            raise AlexlabError(f"sweep ledger {self.path} is JSON but not a ledger (no current list and trials "
+                               f"object); {remedy}")
+        return data
 
     @contextlib.contextmanager
     def edit(self):
@@ -103,7 +113,7 @@ class Ledger:
         with self.edit() as data:
             for key, info in trials.items():
                 entry = data["trials"].setdefault(key, {})
-                entry.update(info)
+                entry.update(info, locked=None)
                 if entry.get("state") not in ("completed", "diverged"):
                     entry["state"] = "waiting"
                 if key not in data["current"]:
@@ -135,11 +145,15 @@ def is_oom(err: BaseException) -> bool:
 
 
 def run_trial(cfg, run: Callable) -> dict:
-    """One trial of a sweep: skip it if finished, retry it on CUDA out-of-memory, and turn every
-    other exception into a "failed" ledger entry, so that the next trial always runs."""
+    """One trial of a sweep: skip it if finished or if another process is training it (its run
+    folder's lock), retry it on CUDA out-of-memory, and turn every other exception into a "failed"
+    ledger entry, so that the next trial always runs. A signal (Interrupted, a BaseException)
+    passes through: the trial stays "running" in the ledger and the sweep stops."""
     hc = HydraConfig.get()
     run_dir, sweep_dir = Path(hc.runtime.output_dir), Path(os.path.abspath(hc.sweep.dir))
     key = str(hc.sweep.subdir)
+    if not run_folder.is_rank_zero():  # a SLURM job's other tasks (tasks_per_node > 1): rank 0 keeps the books
+        return run(cfg)
     ledger = Ledger(sweep_dir)
     where = {"run_dir": str(run_dir), "host": socket.gethostname(), "pid": os.getpid(),
              "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
@@ -149,14 +163,23 @@ def run_trial(cfg, run: Callable) -> dict:
         print(f"alexlab: {key}: {done['status']} earlier; skipped (trainer.fresh=true reruns it)")
         ledger.update(key, state=done["status"], skipped=True, error=done.get("error"), **where)
         return done
+    try:
+        with run_folder.locked(run_dir):
+            return _attempts(cfg, run, key, ledger, where)
+    except RunLocked as locked:  # its state stays the other process's; the summary says "locked"
+        print(f"alexlab: {key}: {locked}")
+        ledger.update(key, locked=str(locked))
+        return {"status": "locked", "error": str(locked)}
 
+
+def _attempts(cfg, run: Callable, key: str, ledger: Ledger, where: dict) -> dict:
     attempt, retry = 0, False
     while True:
         attempt += 1
         if retry:
             _free_cuda()
         ledger.update(key, state="running", skipped=False, attempts=attempt, started=now(), ended=None, error=None,
-                      **where)
+                      locked=None, **where)
         retry = False
         try:
             summary = run(cfg)
@@ -175,9 +198,8 @@ def run_trial(cfg, run: Callable) -> dict:
             line = f"{type(err).__name__}: {first_line(err)}"
             state, error, summary = "failed", f"{reason}: {line}" if reason else line, {"status": "failed"}
         else:
-            state = summary.get("status", "completed")
-            error = summary.get("error")
-            if state not in STATES:  # "interrupted": left running, so a rerun resumes it
+            state, error = summary.get("status", "completed"), summary.get("error")
+            if state not in STATES:  # not a state a ledger keeps: left running, so a rerun looks again
                 state = "running"
         break
     if state in ("failed", "diverged"):
@@ -229,6 +251,8 @@ class DevicePool:
 # ------------------------------------------------------------------------------------------ summary
 def outcome(entry: dict, summary: dict | None) -> str:
     state = entry.get("state")
+    if entry.get("locked") and state not in ("completed", "diverged", "failed"):
+        return "locked"  # another command is training it and reports it
     if state == "completed":
         return "skipped" if entry.get("skipped") else "completed"
     if state in ("diverged", "failed"):
@@ -319,10 +343,30 @@ def print_summary(report: dict) -> None:
           f"{Path(report['sweep_dir']) / (SUMMARY + '.md')}")
 
 
+def interrupted(line: str) -> str:
+    """The command's one line for a signal that stopped it. When it stopped a sweep, the sweep's
+    summary is written first (the ledger holds every trial's state: the one it interrupted still
+    "running", those it never reached "waiting"), and the line names the trials left to do."""
+    if not ACTIVE:
+        return line
+    sweep_dir, name, experiment = ACTIVE.pop("dir"), ACTIVE.pop("sweep"), ACTIVE.pop("experiment")
+    try:
+        report = write_summary(sweep_dir, name, experiment)
+    except (AlexlabError, OSError):
+        return f"{line}; sweep {name}: its ledger {sweep_dir / LEDGER} holds each trial's state"
+    print_summary(report)
+    names, _ = short_names([r["trial"] for r in report["trials"]])
+    left = [n for n, r in zip(names, report["trials"]) if r["outcome"] in ("unfinished", "not run")]
+    shown = "; ".join(left[:3]) + (f"; and {len(left) - 3} more" if len(left) > 3 else "")
+    return (f"{line}; sweep {name}: {len(left)} of {len(names)} trials unfinished ({shown or 'none'}), "
+            f"see {sweep_dir / (SUMMARY + '.md')}")
+
+
 class SweepCallback(Callback):
     """Registered in conf/config.yaml; runs in the launching process around the whole sweep."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        ACTIVE.update(dir=Path(str(config.hydra.sweep.dir)), sweep=str(config.sweep_name), experiment=str(config.name))
         try:
             check_launch(config)
             Ledger(str(config.hydra.sweep.dir)).begin()
@@ -332,6 +376,7 @@ class SweepCallback(Callback):
             return
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        ACTIVE.clear()
         report = write_summary(Path(str(config.hydra.sweep.dir)), str(config.sweep_name), str(config.name))
         print_summary(report)
         bad = sum(n for k, n in report["counts"].items() if k in BAD)

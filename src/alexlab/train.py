@@ -6,9 +6,11 @@ again skips a completed run and resumes an interrupted one from checkpoints/last
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -19,13 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from . import run_folder
 from .callbacks import DivergenceGuard, EpochRecorder
 from .config import validate
 from .curves import TRAIN_ERROR_COLUMN, epochs_to_error
 from .data import AlexDataModule
-from .errors import AlexlabError, ConfigError, DivergedError
+from .errors import AlexlabError, ConfigError, DivergedError, Interrupted, worker_message
 from .models import build_model, count_parameters
 from .module import AlexLabModule
 from .precision import run_mode
@@ -37,30 +40,91 @@ TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters)
 
 def run(cfg: DictConfig, extra_callbacks=()) -> dict:
     """Train one configuration into its run folder and return its summary (`extra_callbacks`:
-    benchmarks time the real path by adding a timer)."""
+    benchmarks time the real path by adding a timer). The run folder is locked while it trains:
+    the same command started twice trains it once (the second raises RunLocked)."""
     run_dir = check(cfg)
-    if run_folder.is_completed(run_dir) and not cfg.trainer.fresh:
+    writes = run_folder.is_rank_zero()  # DDP children and other SLURM tasks train but write nothing
+    with run_folder.locked(run_dir) if writes else contextlib.nullcontext():
+        done = completed_summary(cfg, run_dir, writes)
+        if done is not None:
+            return done
+        return train(cfg, run_dir, writes, extra_callbacks)
+
+
+def completed_summary(cfg: DictConfig, run_dir: Path, writes: bool) -> dict | None:
+    """The summary of a finished run, which the same command skips; None when it must train. A
+    COMPLETED marker without a whole summary.json (deleted, cut short by a copy) is not trusted:
+    the marker goes and the run resumes from its last checkpoint, which trains no further epoch
+    and writes the summary again from metrics.csv."""
+    if cfg.trainer.fresh or not run_folder.is_completed(run_dir):
+        return None
+    summary = run_folder.read_summary(run_dir)
+    if summary is not None:
         print(f"alexlab: {run_dir} is already complete; skipping (trainer.fresh=true retrains it)")
-        return run_folder.read_summary(run_dir) or {}
+        return summary
+    if writes:
+        print(f"alexlab: {run_dir / run_folder.SUMMARY} is missing or not whole; rebuilding it from "
+              f"{run_folder.METRICS} and {run_folder.CHECKPOINT}")
+        (run_dir / run_folder.COMPLETED).unlink(missing_ok=True)
+    return None
+
+
+def train(cfg: DictConfig, run_dir: Path, writes: bool, extra_callbacks=()) -> dict:
     start = time.time()
     set_up_process(cfg)
     dm, net, module = build(cfg)
-    resume = prepare_folder(cfg, run_dir)
-    summary = first_summary(cfg, run_dir, dm, net, resume)
+    resume = prepare_folder(cfg, run_dir, module.state_dict(), writes)
+    summary = first_summary(cfg, run_dir, dm, net, resume, writes)
     recorder = EpochRecorder(run_dir)
-    loggers = make_loggers(cfg, run_dir)
+    loggers = make_loggers(cfg, run_dir) if writes else []
     trainer = make_trainer(cfg, run_dir, recorder, loggers, extra_callbacks)
     try:
         status, error = fit(trainer, module, dm, resume)
-    except DivergedError as err:
-        status, error = "diverged", str(err)
-        raise
     except BaseException as err:
-        status, error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        raise
+        reported = as_reported(err, trainer.current_epoch, run_dir)
+        status = "interrupted" if isinstance(reported, Interrupted) else \
+            "diverged" if isinstance(reported, DivergedError) else "failed"
+        error = str(reported) if status != "failed" else \
+            f"{type(reported).__name__}: {str(reported).splitlines()[0] if str(reported) else ''}"
+        if reported is err:
+            raise
+        raise reported from None
     finally:
         finish(cfg, trainer, loggers, summary, recorder.csv_path, status, error, start)
     return summary
+
+
+def as_reported(err: BaseException, epoch: int, run_dir: Path) -> BaseException:
+    """What the command line reports for an exception that stopped training: a signal as
+    Interrupted (status `interrupted`, exit 128 + signal), an alexlab error raised in a DataLoader
+    worker as its own one line, Lightning's refusal of a setting as a ConfigError; anything else
+    as it is."""
+    signum = signal_of(err)
+    if signum is not None:
+        ckpt = run_dir / run_folder.CHECKPOINT
+        how = f"resume from {ckpt}" if ckpt.is_file() else "start it again (no epoch had finished)"
+        verb = "terminated" if signum == signal.SIGTERM else "interrupted"
+        return Interrupted(f"{verb} by {signal.Signals(signum).name} at epoch {epoch}; rerun the same command to "
+                           f"{how}", signum)
+    if isinstance(err, AlexlabError) and worker_message(str(err)) != str(err):
+        return type(err)(worker_message(str(err)))
+    if isinstance(err, MisconfigurationException):  # Lightning's word on a trainer.* value, once it sees the data
+        return ConfigError(str(err).strip().splitlines()[0])
+    return err
+
+
+def signal_of(err: BaseException) -> int | None:
+    """The signal behind an exception, if one: Lightning turns SIGTERM into SIGTERMException (a
+    SystemExit(None), which would exit 0) at the next batch boundary, and Ctrl-C (KeyboardInterrupt)
+    into sys.exit(1) after its own clean-up; outside its loop alexlab's handler raises Interrupted."""
+    if isinstance(err, Interrupted):
+        return err.signum
+    if isinstance(err, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__,
+                                                                                         KeyboardInterrupt)):
+        return signal.SIGINT
+    return None
 
 
 def check(cfg: DictConfig) -> Path:
@@ -115,26 +179,30 @@ def build(cfg: DictConfig):
     return dm, net, module
 
 
-def prepare_folder(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """Create the folder, clear what a fresh start or a killed save left, write config.yaml;
-    return the checkpoint to resume from (checked), if any."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(run_dir, os.W_OK):
-        raise AlexlabError(f"run folder {run_dir} is not writable; set paths.runs (or paths.multirun) to a writable folder")
+def prepare_folder(cfg: DictConfig, run_dir: Path, expected_state: dict, writes: bool = True) -> Path | None:
+    """Create the folder, clear what a fresh start or a killed write left, write config.yaml (rank 0
+    alone: `writes`); return the checkpoint to resume from, if any, checked: whole, of this network
+    (`expected_state`: the module's state_dict) and with metrics.csv rows for every epoch it ends."""
     ckpt = run_dir / run_folder.CHECKPOINT
-    if cfg.trainer.fresh:
-        for stale in (ckpt, run_dir / run_folder.COMPLETED, run_dir / run_folder.METRICS):
-            stale.unlink(missing_ok=True)
-    for partial in ckpt.parent.glob(f".{ckpt.name}.tmp*"):  # a save cut short by a kill: never resumed from
-        partial.unlink(missing_ok=True)
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK):
+            raise AlexlabError(f"run folder {run_dir} is not writable; set paths.runs (or paths.multirun) to a "
+                               "writable folder")
+        if cfg.trainer.fresh:
+            for stale in (ckpt, run_dir / run_folder.COMPLETED, run_dir / run_folder.METRICS):
+                stale.unlink(missing_ok=True)
+        run_folder.remove_leftovers(run_dir)  # writes a kill cut short: never resumed from (we hold the lock)
     resume = ckpt if ckpt.is_file() else None
     if resume is not None:
-        run_folder.check_checkpoint(resume)
-    run_folder.atomic_write_text(run_dir / run_folder.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        epoch = run_folder.check_checkpoint(resume, expected_state)
+        run_folder.check_metrics_cover(run_dir, epoch)
+    if writes:
+        run_folder.atomic_write_text(run_dir / run_folder.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     return resume
 
 
-def first_summary(cfg: DictConfig, run_dir: Path, dm, net, resume: Path | None) -> dict:
+def first_summary(cfg: DictConfig, run_dir: Path, dm, net, resume: Path | None, writes: bool = True) -> dict:
     """summary.json while the run trains (status running): what it is and where it came from."""
     summary = {"status": "running", "run_dir": str(run_dir), "name": cfg.name, "ablation": cfg.ablation_name,
                "job": run_dir.name, "seed": cfg.seed, "model": cfg.model.name, "data": cfg.data.name,
@@ -142,7 +210,8 @@ def first_summary(cfg: DictConfig, run_dir: Path, dm, net, resume: Path | None) 
                "num_val": dm.num_val, "num_train_clean": dm.train_clean_size(), "num_test": dm.num_test,
                "resumed_from": str(resume) if resume else None, "git_sha": run_folder.git_sha(),
                "versions": run_folder.package_versions(), **run_mode(cfg).record()}
-    run_folder.write_json(run_dir / run_folder.SUMMARY, summary)
+    if writes:
+        run_folder.write_json(run_dir / run_folder.SUMMARY, summary)
     return summary
 
 
@@ -197,9 +266,7 @@ def user_callbacks(cfg: DictConfig) -> list:
 
 def fit(trainer: pl.Trainer, module: AlexLabModule, dm: AlexDataModule, resume: Path | None) -> tuple[str, str | None]:
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
-    if trainer.interrupted:
-        return "interrupted", "interrupted (Ctrl-C or signal)"
-    return "completed", None
+    return "completed", None  # a signal, a divergence or a failure raises (train() records which)
 
 
 def finish(cfg: DictConfig, trainer: pl.Trainer, loggers: list, summary: dict, csv_path: Path, status: str,
@@ -213,14 +280,15 @@ def finish(cfg: DictConfig, trainer: pl.Trainer, loggers: list, summary: dict, c
                                                          cfg.eval.error_threshold),
                    error_threshold=cfg.eval.error_threshold)
     run_dir = Path(summary["run_dir"])
-    if trainer.is_global_zero:
+    writes = trainer.is_global_zero and run_folder.is_rank_zero()
+    if writes:
         run_folder.write_json(run_dir / run_folder.SUMMARY, summary)
         if status == "completed":
             run_folder.mark_completed(run_dir, time.strftime("%Y-%m-%dT%H:%M:%S"))
     for logger in loggers:
         if hasattr(logger, "alexlab_finish"):
             logger.alexlab_finish(summary)
-    if trainer.is_global_zero and status in ("completed", "interrupted"):
+    if writes and status == "completed":
         print_summary(summary)
 
 
@@ -242,7 +310,9 @@ def quiet_lightning() -> None:
                     # we log nothing per step (one row per epoch), so the logging interval is moot
                     ".*log_every_n_steps.*",
                     # plateau: val/acc exists on evaluation epochs only; the schedule skips the others
-                    ".*ReduceLROnPlateau conditioned on metric val/acc.*"):
+                    ".*ReduceLROnPlateau conditioned on metric val/acc.*",
+                    # DDP: the progress bar shows epoch_metrics(), which torchmetrics already gathered
+                    ".*sync_dist=True.*when logging on epoch level.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

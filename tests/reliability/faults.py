@@ -5,6 +5,9 @@ in-process, and a command that runs `alexlab-train` with a fault that must kill 
       kill_at_step:K[:S]    SIGKILL as training step K (global, 0-based) runs, in the trial with seed S
       kill_in_save:E        SIGKILL halfway through writing epoch E's checkpoint bytes
       kill_before_rename:E  SIGKILL after epoch E's checkpoint is written, before it replaces last.ckpt
+      killpg_at_step:K      SIGKILL to the whole process group (every DDP rank) as rank 0 runs step K
+      wait_for_signal_at_step:K   at step K write $ALEXLAB_FAULT_DIR/at_step, then wait for a signal
+      hold_at_step:K[:S]    at step K write $ALEXLAB_FAULT_DIR/holding, then wait for .../release
 """
 from __future__ import annotations
 
@@ -71,24 +74,66 @@ def sigkill(*_):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_in_checkpoint_write(epoch: int, mp) -> None:
-    """SIGKILL after half of epoch `epoch`'s checkpoint bytes reached the disk (Lightning writes them
-    through fsspec, into a temporary file that is renamed only when complete)."""
-    from fsspec.implementations.local import LocalFileOpener
+class _Watched:
+    """A file opened for writing whose `write` goes through `on_write(self, data)` first; `nth`
+    counts the earlier openings of a file of the same name in this process (0 for the first)."""
 
-    seen = []
+    def __init__(self, f, on_write, nth: int):
+        self.f, self.on_write, self.name, self.nth = f, on_write, f.name, nth
 
     def write(self, data):
-        if ".last.ckpt.tmp" in str(self.path):
-            seen.append(self.path)
-            if len(seen) == epoch + 1:
-                self.f.write(bytes(data)[:len(data) // 2])
-                self.f.flush()
-                os.fsync(self.f.fileno())
-                sigkill()
+        self.on_write(self, data)
         return self.f.write(data)
 
-    mp.setattr(LocalFileOpener, "write", write, raising=False)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def watch_writes(mp, on_write) -> None:
+    """Every file alexlab writes (all go through run_folder.atomic_write: text files, checkpoints,
+    Hydra's .hydra records) passes each write through `on_write(file, data)`, which may fail it."""
+    import alexlab.run_folder as run_folder
+
+    opened: dict = {}
+
+    def open_(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        if "w" not in mode:
+            return f
+        opened[str(path)] = opened.get(str(path), -1) + 1
+        return _Watched(f, on_write, opened[str(path)])
+
+    mp.setattr(run_folder, "open", open_, raising=False)
+
+
+def kill_in_checkpoint_write(epoch: int, mp) -> None:
+    """SIGKILL once half of epoch `epoch`'s checkpoint bytes reached the disk (torch.save writes
+    them into a temporary file beside last.ckpt, renamed only when complete)."""
+    written = [0]
+
+    def on_write(f, data):
+        if ".last.ckpt.tmp" not in str(f.name) or f.nth != epoch:
+            return
+        written[0] += len(data)
+        if written[0] > _expected_size(f.name) // 2:
+            f.f.write(bytes(data)[:len(data) // 2])
+            f.f.flush()
+            os.fsync(f.f.fileno())
+            sigkill()
+
+    watch_writes(mp, on_write)
+
+
+def _expected_size(tmp_name) -> int:
+    """The size of the checkpoint being replaced (last.ckpt beside the temporary file)."""
+    last = Path(tmp_name).with_name("last.ckpt")
+    return last.stat().st_size if last.is_file() else 0
 
 
 def kill_before_rename(epoch: int, mp) -> None:
@@ -107,47 +152,66 @@ def kill_before_rename(epoch: int, mp) -> None:
 
 def disk_full(match: str, mp, after: int = 0) -> list:
     """After `after` good ones, every write to a file whose name contains `match` puts half its
-    bytes down, then fails with ENOSPC as a full disk does (alexlab's text files and Lightning's
-    checkpoint file). Returns the list of failed writes, which grows as they happen."""
+    bytes down, then fails with ENOSPC as a full disk does (alexlab's text files, its checkpoints,
+    Hydra's records). Returns the list of failed writes, which grows as they happen."""
     import errno
 
-    from fsspec.implementations.local import LocalFileOpener
+    failed = []
 
-    import alexlab.run_folder as run_folder
+    def on_write(f, data):
+        if match in str(f.name) and f.nth >= after:
+            f.f.write(bytes(data)[:len(data) // 2])
+            f.f.flush()
+            failed.append(f.name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    seen, failed = [], []
-
-    def full(name) -> bool:
-        if match not in str(name):
-            return False
-        seen.append(name)
-        return len(seen) > after
-
-    def fail(write, flush, data, name):
-        write(data[:len(data) // 2])
-        flush()
-        failed.append(name)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    class FullFile(io.TextIOWrapper):
-        def write(self, text):
-            if full(self.name):
-                fail(super().write, self.flush, text, self.name)
-            return super().write(text)
-
-    def open_(path, mode="r", *args, **kwargs):
-        if "w" in mode and "b" not in mode:
-            return FullFile(open(path, mode.replace("w", "wb"), *args, **kwargs), encoding="utf-8")
-        return open(path, mode, *args, **kwargs)
-
-    def write(self, data):
-        if full(self.path):
-            fail(self.f.write, self.f.flush, data, self.path)
-        return self.f.write(data)
-
-    mp.setattr(run_folder, "open", open_, raising=False)
-    mp.setattr(LocalFileOpener, "write", write, raising=False)
+    watch_writes(mp, on_write)
     return failed
+
+
+def kill_process_group(module, loss):
+    """SIGKILL to this process's whole group (every DDP rank: a node going down), once the
+    checkpoint of the last epoch is whole: where the kill lands does not depend on the writer's speed."""
+    module.trainer.strategy.checkpoint_io.wait()
+    os.killpg(0, signal.SIGKILL)
+
+
+def send_signal(signum: int):
+    """A StepFault that sends `signum` to this very process as the step runs (Lightning's handler
+    or Python's KeyboardInterrupt then takes over, as for a signal from outside)."""
+    def fault(module, loss):
+        os.kill(os.getpid(), signum)
+        return loss
+    return fault
+
+
+def marker(name: str) -> Path:
+    """A file a subprocess's fault hook and the test meet at: in the subprocess's folder (its cwd)."""
+    return Path(os.environ.get("ALEXLAB_FAULT_DIR", ".")) / name
+
+
+def wait_for_signal(module, loss):
+    """Announce the step (file `at_step`), then wait until a signal from outside has arrived: a
+    SIGINT raises KeyboardInterrupt in the sleep; a SIGTERM sets Lightning's flag, after which the
+    step ends and Lightning stops the loop. The test sends the signal only once the file exists."""
+    import time
+
+    marker("at_step").write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + 120
+    while not module.trainer.received_sigterm and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return loss
+
+
+def hold(module, loss):
+    """Announce the step (file `holding`), then wait until the test creates the file `release`."""
+    import time
+
+    marker("holding").write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + 120
+    while not marker("release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return loss
 
 
 # ------------------------------------------------------------------------------ running the CLI
@@ -213,17 +277,23 @@ def cli(args, tmp_path: Path, multirun: bool = False) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def start_cli(args, tmp_path: Path, fault: str | None = None, multirun: bool = False):
-    """`alexlab-train` started in a fresh process (through this file when a fault is armed)."""
+def start_cli(args, tmp_path: Path, fault: str | None = None, multirun: bool = False, sigint_ignored: bool = False):
+    """`alexlab-train` started in a fresh process (through this file when a fault is armed), in a
+    session of its own (a kill of its process group reaches nothing else). `sigint_ignored`:
+    started as a script's `cmd &` starts it, with SIGINT ignored."""
     import subprocess
 
     entry = [__file__] if fault else ["-m", "alexlab.cli"]
     cmd = [sys.executable, *entry, *(["-m"] if multirun else []), *paths(tmp_path), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
+           "ALEXLAB_FAULT_DIR": str(tmp_path),  # and probes.py importable, also through `-m alexlab.cli`:
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("ALEXLAB_FAULT", None)
     if fault:
         env["ALEXLAB_FAULT"] = fault
-    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True, preexec_fn=ignore)
 
 
 def subprocess_cli(args, tmp_path: Path, fault: str | None = None, multirun: bool = False, timeout: int = 300):
@@ -231,6 +301,20 @@ def subprocess_cli(args, tmp_path: Path, fault: str | None = None, multirun: boo
     proc = start_cli(args, tmp_path, fault, multirun)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def wait_for_file(path: Path, proc, timeout: float = 120) -> None:
+    """Block until `path` exists (a fault hook announced its step), failing if `proc` ends first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {path.name}:\n{out[-2000:]}"
+                                 f"\n{err[-3000:]}")
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------------------ reading results
@@ -289,13 +373,20 @@ def main() -> None:
     if kind == "kill_at_step":
         step, _, seed = arg.partition(":")
         StepFault(int(step), sigkill, seed=int(seed) if seed else None).install(mp)
+    elif kind == "wait_for_signal_at_step":
+        StepFault(int(arg), wait_for_signal).install(mp)
+    elif kind == "hold_at_step":
+        step, _, seed = arg.partition(":")
+        StepFault(int(step), hold, seed=int(seed) if seed else None).install(mp)
+    elif kind == "killpg_at_step":
+        StepFault(int(arg), kill_process_group, when=lambda module: module.global_rank == 0).install(mp)
     elif kind == "kill_in_save":
         kill_in_checkpoint_write(int(arg), mp)
     elif kind == "kill_before_rename":
         kill_before_rename(int(arg), mp)
     else:
         raise SystemExit(f"faults.py: unknown ALEXLAB_FAULT={fault!r}")
-    sys.argv[0] = "alexlab-train"
+    sys.argv[0] = os.path.abspath(__file__)  # Lightning's DDP reruns argv[0] for rank 1: the faults come along
     from alexlab.cli import main as alexlab_main
 
     alexlab_main()

@@ -1,12 +1,13 @@
 """Bad input: one line naming the key or path and what is valid, exit status 2, and nothing left
 that a rerun would take for a finished run. W&B being unreachable is the one fault that is not
 an error: training goes on. (Disk full while saving: test_atomic_writes.py.)"""
+import pickle
 import socket
 
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, write_idx
 from faults import cli, finished_markers, one_error_line, tiny
 
 SWEEP_FILES = {  # sweep/<name>.yaml on a search path in tmp_path: the repository's sweeps/ untouched
@@ -25,6 +26,18 @@ BAD = {
     "wrong type (float)": (False, ["model.dropout=abc"], ["model.dropout: Value 'abc'", "converted to Float"]),
     "wrong type (bool)": (False, ["model.one_column=maybe"], ["model.one_column: Value 'maybe' is not a valid bool"]),
     "wrong type (int)": (False, ["seed=abc"], ["seed: Value 'abc'", "converted to Integer"]),
+    "negative seed": (False, ["seed=-1"], ["seed=-1 is out of range; valid: [0, 4294967295]"]),
+    "seed above 2**32-1": (False, ["seed=4294967296"], ["seed=4294967296 is out of range; valid: [0, 4294967295]"]),
+    "negative batch limit": (False, ["trainer.limit_train_batches=-1"],
+                             ["trainer.limit_train_batches=-1.0 is not valid; give a fraction in (0, 1]",
+                              "a whole number of batches above 1, or null"]),
+    "zero batch limit": (False, ["trainer.limit_train_batches=0"], ["trainer.limit_train_batches=0.0 is not valid"]),
+    "batch limit between whole numbers": (False, ["trainer.limit_train_batches=2.5"],
+                                          ["trainer.limit_train_batches=2.5 is not valid"]),
+    "batch fraction that leaves no batch": (False, ["trainer.limit_train_batches=0.01"],
+                                            ["0.01", "limit_train_batches"]),
+    "negative gradient clip": (False, ["trainer.gradient_clip_val=-1"],
+                               ["trainer.gradient_clip_val=-1.0 is out of range; valid: [0.0, 1000000.0]"]),
     "unknown config group option": (False, ["data=imagenet21k"],
                                     ["data/imagenet21k", "choose one of: cifar10, fashion_mnist, imagefolder, synthetic"]),
     "unknown ablation": (False, ["ablation=no_relu"], ["ablation/no_relu", "choose one of: no_augment, no_dropout"]),
@@ -34,6 +47,8 @@ BAD = {
                                      ["model.lrn became model.norm", "model.lrn=false is model.norm=none"]),
     "unknown top-level key added with +": (False, ["+seeds=3"],
                                            ["seeds is not a key of alexlab's config", "-m 'seed=0,1,2'"]),
+    "unknown top-level key swept with +": (True, ["+seeds=0,1,2"],
+                                           ["seeds is not a key of alexlab's config", "no trial was started"]),
     "callback without a class": (False, ["+callbacks.timer.duration=1"],
                                  ["callbacks.timer is not valid", "+callbacks.timer._target_="]),
     "callback that is not one": (False, ["+callbacks.x._target_=collections.OrderedDict"],
@@ -60,6 +75,20 @@ BAD = {
                              ["image folder {tmp}/nowhere/train does not exist", "train/<class>/*.jpg"]),
     "corrupt idx file": (False, ["data=fashion_mnist", "data.root={fmnist_root}", "data.download=false"],
                          ["cannot read idx file {fmnist_root}/train-images-idx3-ubyte.gz", "re-download"]),
+    "damaged gzip data in an idx file": (False, ["data=fashion_mnist", "data.root={fmnist_root}", "data.download=false"],
+                                         ["cannot read idx file {fmnist_root}/train-images-idx3-ubyte.gz: Error -3 "
+                                          "while decompressing data: invalid block type", "re-download"]),
+    "label out of range in an idx file": (False, ["data=fashion_mnist", "data.root={fmnist_root}",
+                                                  "data.download=false"],
+                                          ["labels in {fmnist_root}/t10k-labels-idx1-ubyte.gz run from 0 to 12, "
+                                           "outside [0, 10)", "re-download"]),
+    "label out of range in a CIFAR batch": (False, ["data=cifar10", "data.root={cifar_root}", "data.download=false"],
+                                            ["labels in {cifar_root}/cifar-10-batches-py/data_batch_2 run from -1 to",
+                                             "outside [0, 10)"]),
+    "undecodable image read by a DataLoader worker": (False, ["data=imagefolder", "data.root={image_root}",
+                                                              "data.resize=32", "data.image_size=28",
+                                                              "data.num_workers=1", "optim.schedule=none"],
+                                                      ["cannot decode image {image_root}/val/n02102040/zz_bad.png"]),
     "corrupt CIFAR pickle": (False, ["data=cifar10", "data.root={cifar_root}", "data.download=false"],
                              ["cannot read CIFAR-10 batch {cifar_root}/cifar-10-batches-py/data_batch_3", "re-download"]),
     "empty ImageFolder": (False, ["data=imagefolder", "data.root={empty_root}"],
@@ -110,6 +139,29 @@ def test_bad_input_is_one_line_naming_it_and_leaves_nothing_finished(case, tmp_p
         bad = root / "train-images-idx3-ubyte.gz"
         bad.write_bytes(bad.read_bytes()[:100])
         names["fmnist_root"] = str(root)
+    if "damaged gzip" in case:  # the first deflate block's header made invalid: zlib.error, not a short file
+        root = request.getfixturevalue("fmnist_root")
+        bad = root / "train-images-idx3-ubyte.gz"
+        data = bytearray(bad.read_bytes())
+        start = data.index(0, 10) + 1 if data[3] & 0x08 else 10  # after the gzip header (and its file name)
+        data[start] = 0xFF  # block type 11: reserved
+        bad.write_bytes(bytes(data))
+        names["fmnist_root"] = str(root)
+    if "label out of range in an idx" in case:
+        root = request.getfixturevalue("fmnist_root")
+        write_idx(root / "t10k-labels-idx1-ubyte", [0] * 31 + [12])
+        names["fmnist_root"] = str(root)
+    if "label out of range in a CIFAR" in case:
+        root = request.getfixturevalue("cifar_root")
+        path = root / "cifar-10-batches-py" / "data_batch_2"
+        entry = pickle.loads(path.read_bytes())
+        entry["labels"][0] = -1
+        path.write_bytes(pickle.dumps(entry))
+        names["cifar_root"] = str(root)
+    if "DataLoader worker" in case:  # a validation image only: the training statistics never read it
+        root = request.getfixturevalue("imagefolder_root")
+        (root / "val" / "n02102040" / "zz_bad.png").write_bytes(b"not an image")
+        names["image_root"] = str(root)
     if "CIFAR pickle" in case:
         root = request.getfixturevalue("cifar_root")
         (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
@@ -128,18 +180,23 @@ def test_bad_input_is_one_line_naming_it_and_leaves_nothing_finished(case, tmp_p
     assert finished_markers(tmp_path) == []
 
 
-@pytest.mark.parametrize("case", ["unwritable sweep folder", "corrupt sweep ledger"])
+@pytest.mark.parametrize("case", ["unwritable sweep folder", "corrupt sweep ledger", "sweep ledger of another shape"])
 def test_sweep_folder_faults_are_one_line(case, tmp_path):
     (tmp_path / "a_file").write_text("not a folder\n")
     args = tiny("seed=0,1")
     if case == "unwritable sweep folder":
         args.append(f"paths.multirun={tmp_path / 'a_file' / 'multirun'}")
         needle = f"alexlab: error: cannot write {tmp_path / 'a_file' / 'multirun'}"
-    else:
+    elif case == "corrupt sweep ledger":
         ledger = tmp_path / "multirun" / "adhoc" / "default" / "sweep_ledger.json"
         ledger.parent.mkdir(parents=True)
         ledger.write_text('{"trials": {"seed=0": {"sta')  # cut short (not by alexlab: it renames whole files)
         needle = f"alexlab: error: sweep ledger {ledger} is not valid JSON; delete it"
+    else:  # JSON, but not what a ledger holds (was a KeyError traceback)
+        ledger = tmp_path / "multirun" / "adhoc" / "default" / "sweep_ledger.json"
+        ledger.parent.mkdir(parents=True)
+        ledger.write_text("{}\n")
+        needle = f"alexlab: error: sweep ledger {ledger} is JSON but not a ledger"
     code, _, err = cli(args, tmp_path, multirun=True)
     assert code == 2 and finished_markers(tmp_path) == []
     assert needle in err, err

@@ -63,12 +63,13 @@ def test_kill_9_while_saving_keeps_the_previous_checkpoint_whole(reference, tmp_
         kept = checkpoint(run_dir)  # loads: whole
         assert kept["epoch"] == 0 and kept["global_step"] == STEPS_PER_EPOCH, fault
         partial = [p for p in ckpt_dir.iterdir() if p.name != "last.ckpt"]
-        if fault == "kill_in_save":  # half the bytes are in Lightning's temporary file, never renamed
-            size = (ckpt_dir / "last.ckpt").stat().st_size
-            halves = [p for p in root.glob("tmp*") if p.is_file() and 0 < p.stat().st_size < size]
-            assert len(halves) == 1 and partial == [], "the fault did not fire while the checkpoint was written"
+        assert [p.name.startswith(".last.ckpt.tmp") for p in partial] == [True], fault  # beside it, never renamed
+        size = (ckpt_dir / "last.ckpt").stat().st_size
+        if fault == "kill_in_save":  # half of epoch 1's bytes
+            assert 0 < partial[0].stat().st_size < size, "the fault did not fire while the checkpoint was written"
         else:  # epoch 1's whole checkpoint under its temporary name: not last.ckpt, so never resumed from
-            assert [p.name.startswith(".last.ckpt.tmp") for p in partial] == [True]
+            assert partial[0].stat().st_size == size
+        assert not [p for p in root.iterdir() if p.name.startswith("tmp")], fault  # nothing stranded in $TMPDIR
 
         with monkeypatch.context() as mp:
             steps = StepFault(-1, None).install(mp)  # counts the steps the rerun trains

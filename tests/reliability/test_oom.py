@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from conftest import TINY
-from faults import StepFault, checkpoint, cli, metrics, raise_, same_state
+from faults import StepFault, checkpoint, cli, finished_markers, metrics, one_error_line, raise_, same_state, tiny
 
 STEPS_PER_EPOCH = 3  # 96 images / 32 per batch, 2 epochs (TINY)
 
@@ -48,3 +48,15 @@ def test_out_of_memory_is_retried_from_the_checkpoint_then_fails_with_the_reason
     assert {seed_of(r["trial"]): r["outcome"] for r in report["trials"]} == {
         "0": "completed", "1": "failed", "2": "completed"}
     assert "out of memory after 3 attempts" in (sweep_dir / "sweep_summary.md").read_text()
+
+
+def test_out_of_memory_in_a_single_run_is_one_line_naming_the_width_and_the_memory_asked_for(tmp_path, monkeypatch):
+    StepFault(1, oom()).install(monkeypatch)
+    code, out, err = cli(tiny("model.width=0.25"), tmp_path)
+    assert code == 2
+    assert one_error_line(err) == ("alexlab: error: out of memory on the GPU (tried to allocate 2.00 GiB) with "
+                                   "model.width=0.25, data.batch_size=32; lower model.width or data.batch_size, or "
+                                   "use a GPU with more free memory")
+    (summary,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("summary.json")]
+    assert summary["status"] == "failed" and summary["error"].startswith("OutOfMemoryError: CUDA out of memory.")
+    assert finished_markers(tmp_path) == []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from ..errors import AlexlabError, DataError
 from ..run_folder import atomic_write_text
@@ -37,7 +37,12 @@ STATS_SAMPLE = 2000  # image folders: statistics from this many training images 
 
 class EpochShuffle(Sampler[int]):
     """A permutation that depends only on (seed, epoch), so a run resumed at an epoch boundary
-    sees exactly the batches an uninterrupted run would. Lightning calls set_epoch."""
+    sees exactly the batches an uninterrupted run would. Lightning calls set_epoch. Under DDP
+    Lightning wraps it in its DistributedSamplerWrapper (set_epoch forwarded): every rank draws the
+    same (seed, epoch) permutation, the wrapper permutes its positions once more from (seed, epoch)
+    (PL_GLOBAL_SEED is `seed`) and gives rank r every W-th of them, so the shards are disjoint,
+    cover the set (one padded by a repeat when W does not divide it) and depend on (seed, epoch)
+    alone: a resumed DDP run replays them too (tests/reliability/test_ddp.py)."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
@@ -51,6 +56,24 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+class EvalShard(DistributedSampler):
+    """An evaluation sample under DDP: rank r takes images r, r + W, r + 2W, ... in order, each image
+    exactly once over the ranks. Lightning would otherwise give evaluation loaders torch's
+    DistributedSampler, which pads the last shard with repeats that torchmetrics then counts twice
+    (test/acc over 46 images for a 45-image test set on 2 ranks). Being a DistributedSampler,
+    Lightning leaves it in place."""
+
+    def __init__(self, n: int, num_replicas: int, rank: int):
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
 
 
 class IndexBatch:
@@ -225,10 +248,18 @@ class AlexDataModule(pl.LightningDataModule):
                             f"GiB) do not fit on {device}; use data.on_device=auto (keeps them on the CPU "
                             "when they do not fit) or false") from None
 
-    def _tensor_loader(self, x, y, shuffle: bool) -> DataLoader:
+    def _eval_shard(self, n: int, shard: bool) -> EvalShard | None:
+        """Under DDP, a validation loader's share of its n images (train_clean is not sharded: see
+        train_clean_dataloader)."""
+        trainer = getattr(self, "trainer", None)
+        if not shard or trainer is None or trainer.world_size < 2:
+            return None
+        return EvalShard(n, trainer.world_size, trainer.global_rank)
+
+    def _tensor_loader(self, x, y, shuffle: bool, shard: bool = False) -> DataLoader:
         device = self._device(x.numel() * x.element_size())
         x, y = self._to(x, device), self._to(y, device)
-        sampler = EpochShuffle(len(x), self.seed) if shuffle else None
+        sampler = EpochShuffle(len(x), self.seed) if shuffle else self._eval_shard(len(x), shard)
         # evaluation keeps no activations for backward: bigger batches, but on a CPU not past
         # 128 images, beyond which activations fall out of cache (alexnet_small: 512 is ~20% slower)
         batch_size = self.cfg.batch_size
@@ -239,20 +270,21 @@ class AlexDataModule(pl.LightningDataModule):
         return DataLoader(range(len(x)), batch_size=batch_size, sampler=sampler, shuffle=False,
                           collate_fn=IndexBatch(x, y), num_workers=0)
 
-    def _folder_loader(self, dataset, shuffle: bool) -> DataLoader:
-        sampler = EpochShuffle(len(dataset), self.seed) if shuffle else None
+    def _folder_loader(self, dataset, shuffle: bool, shard: bool = False) -> DataLoader:
+        sampler = EpochShuffle(len(dataset), self.seed) if shuffle else self._eval_shard(len(dataset), shard)
         workers = self.cfg.num_workers
         return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        """An evaluation loader (fixed order) over one of the samples: train_clean, val or test."""
+    def _eval_loader(self, split: str, shard: bool = False) -> DataLoader:
+        """An evaluation loader (fixed order) over one of the samples: train_clean, val or test
+        (`shard`: this rank's share under DDP)."""
         if self.folder is not None:
             source = self.folder["test" if split == "test" else "train"]
-            return self._folder_loader(Subset(source, getattr(self.splits, split).tolist()), False)
+            return self._folder_loader(Subset(source, getattr(self.splits, split).tolist()), False, shard)
         x, y = {"train_clean": (self.clean_x, self.clean_y), "val": (self.val_x, self.val_y),
                 "test": (self.test_x, self.test_y)}[split]
-        return self._tensor_loader(x, y, False)
+        return self._tensor_loader(x, y, False, shard)
 
     def _train_clean_size_asked(self) -> int:
         return self.eval_cfg.train_clean_size if self.eval_cfg is not None else 2000
@@ -278,7 +310,7 @@ class AlexDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         """Lightning's validation loop, every eval.every_n_epochs: the validation split (when
         data.val_size holds one out) and the test set, in the order of `validation_names()`."""
-        return [self._eval_loader(name) for name in self.validation_names()]
+        return [self._eval_loader(name, shard=True) for name in self.validation_names()]
 
     def validation_names(self) -> list[str]:
         return (["val"] if self.num_val > 0 else []) + ["test"]

@@ -13,6 +13,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,18 @@ def read_idx(path: Path) -> np.ndarray:
         if data.size != int(np.prod(shape)):
             raise ValueError(f"holds {data.size} bytes of data, header says {int(np.prod(shape))}")
         return data.reshape(shape)
-    except (OSError, EOFError, ValueError, struct.error, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, ValueError, struct.error, zlib.error) as err:  # zlib.error: damaged deflate data
         raise DataError(f"cannot read idx file {path}: {err}; delete it and re-download, "
                         f"or `apt-get install dataset-fashion-mnist`") from None
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: Path) -> None:
+    """Every label a class index, in [0, num_classes): an out-of-range label would index past the
+    classifier's outputs (a CUDA assert or a traceback mid-epoch) long after the file was read."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"labels in {source} run from {labels.min()} to {labels.max()}, outside [0, {num_classes}) "
+                        f"for its {num_classes} classes; the file is damaged or of another data set: delete it and "
+                        "re-download")
 
 
 def _find_idx(dirs: list[Path], stem: str) -> Path | None:
@@ -74,6 +84,7 @@ def load_fashion_mnist(root: str | None, download_dir: str, download: bool):
         images, labels = (read_idx(p) for p in paths)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(f"idx files {paths[0]} and {paths[1]} do not match (images {images.shape}, labels {labels.shape})")
+        check_labels(labels, len(FASHION_CLASSES), paths[1])
         out += [torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))]
     return (*out, FASHION_CLASSES)
 
@@ -86,10 +97,11 @@ def _read_cifar_batch(path: Path):
         labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
         if len(labels) != len(data):
             raise ValueError("labels and images differ in number")
-        return data, labels
     except Exception as err:
         raise DataError(f"cannot read CIFAR-10 batch {path}: {type(err).__name__}: {err}; "
                         f"delete {path.parent} and re-download (data.download=true)") from None
+    check_labels(labels, len(CIFAR10_CLASSES), path)
+    return data, labels
 
 
 def load_cifar10(root: str | None, download_dir: str, download: bool):

@@ -28,10 +28,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 # plain Python, no torch: plugin discovery imports this module at every start of any Hydra app
 from alexlab.config import validate
-from alexlab.errors import ConfigError
+from alexlab.errors import AlexlabError, ConfigError, Interrupted, say_error
 from alexlab.run_folder import finished_summary
 from alexlab.settings import RESULT_NEUTRAL, differences, flatten
-from alexlab.sweep import DevicePool, Ledger, check_launch
+from alexlab.sweep import DevicePool, Ledger, check_launch, first_line, now
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,20 @@ def _same_value(key: str, arm_value: Any, value: Any) -> str:
     return f"{key} stays {shown} (set after the ablation)"
 
 
+def failed_to_start(trial: Trial, err: Exception) -> JobReturn:
+    """A trial whose job could not even start (its folder or Hydra's record of it cannot be
+    written, ...): recorded failed in the ledger with one line; the other trials go on."""
+    if isinstance(err, OSError):
+        line = f"cannot write {err.filename or trial.run_dir} ({err.strerror or err})"
+    elif isinstance(err, AlexlabError):
+        line = first_line(err)
+    else:
+        line = f"{type(err).__name__}: {first_line(err)}"
+    say_error(f"{trial.key}: {line}")
+    Ledger(Path(str(trial.config.hydra.sweep.dir))).update(trial.key, state="failed", error=line, ended=now())
+    return returned(trial, {"status": "failed", "error": line})
+
+
 def returned(trial: Trial, value: Any) -> JobReturn:
     ret = JobReturn(overrides=trial.overrides, cfg=None, hydra_cfg=None, working_dir=os.getcwd(),
                     task_name=str(trial.config.hydra.job.name), status=JobStatus.COMPLETED)
@@ -189,9 +203,12 @@ class AlexlabLauncher(Launcher):
         for trial in trials:
             log.info(f"\t#{trial.idx} : {' '.join(filter_overrides(trial.overrides))}")
             HydraConfig.instance().set_config(trial.config)
-            results.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                   config=trial.config, job_dir_key="hydra.sweep.dir",
-                                   job_subdir_key="hydra.sweep.subdir"))
+            try:  # run_trial records every failure of the run itself; this catches what comes before it
+                results.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                       config=trial.config, job_dir_key="hydra.sweep.dir",
+                                       job_subdir_key="hydra.sweep.subdir"))
+            except Exception as err:
+                results.append(failed_to_start(trial, err))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return results
 
@@ -234,20 +251,26 @@ class AlexlabLauncher(Launcher):
                     env = {"OMP_NUM_THREADS": str(threads)}
                     if gpus:
                         env["CUDA_VISIBLE_DEVICES"] = str(device)
-                    trial.run_dir.mkdir(parents=True, exist_ok=True)
-                    payload = _dumps((self.hydra_context, trial.config, self.task_function, singleton_state))
-                    proc = context.Process(target=run_in_child, args=(payload, env, str(trial.run_dir / "console.log")),
-                                           name=f"alexlab-trial-{trial.idx}", daemon=False)
-                    proc.start()
+                    try:
+                        trial.run_dir.mkdir(parents=True, exist_ok=True)
+                        payload = _dumps((self.hydra_context, trial.config, self.task_function, singleton_state))
+                        proc = context.Process(target=run_in_child, name=f"alexlab-trial-{trial.idx}", daemon=False,
+                                               args=(payload, env, str(trial.run_dir / "console.log")))
+                        proc.start()
+                    except Exception as err:  # this trial fails; the others still start
+                        pool.release(device)
+                        results[pos] = failed_to_start(trial, err)
+                        continue
                     running[proc.sentinel] = (proc, device, pos)
                     log.info(f"\t#{trial.idx} [{device}] started {trial.key} (log: {trial.run_dir / 'console.log'})")
-                for sentinel in multiprocessing.connection.wait(list(running)):
+                for sentinel in multiprocessing.connection.wait(list(running)) if running else ():
                     proc, device, pos = running.pop(sentinel)
                     proc.join()
                     pool.release(device)
                     trial = trials[pos]
                     entry = ledger.read()["trials"].get(trial.key, {})
-                    if proc.exitcode != 0 and entry.get("state") in (None, "waiting", "running"):
+                    stopped = proc.exitcode in SIGNAL_EXITS  # a signal to that trial alone: left running, resumed later
+                    if proc.exitcode != 0 and not stopped and entry.get("state") in (None, "waiting", "running"):
                         error = f"trial process ended with exit code {proc.exitcode} (see {trial.run_dir / 'console.log'})"
                         ledger.update(trial.key, state="failed", error=error)
                         entry = {**entry, "state": "failed", "error": error}
@@ -261,6 +284,11 @@ class AlexlabLauncher(Launcher):
                 proc.join()
             raise
         return results
+
+
+# exit statuses of a trial process that a signal stopped: 128 + SIGINT / SIGTERM (alexlab's own), or
+# the signal itself (multiprocessing reports death by signal N as -N)
+SIGNAL_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
 
 
 def visible_gpus() -> list[str]:
@@ -293,8 +321,12 @@ def run_in_child(payload: bytes, env: dict, log_path: str) -> None:
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(config)
-    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=config,
-                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    try:
+        ret = run_job(hydra_context=hydra_context, task_function=task_function, config=config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    except Interrupted as stop:  # its ledger entry stays running: the next command resumes it
+        say_error(str(stop))
+        raise SystemExit(stop.exit_status) from None
     if ret.status != JobStatus.COMPLETED:
         raise SystemExit(1)
 

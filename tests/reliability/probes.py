@@ -1,0 +1,38 @@
+"""Callbacks that let a test see inside a run it starts in another process (given on the command
+line as +callbacks.<name>._target_=probes.<Class>; start_cli puts this folder on PYTHONPATH)."""
+import json
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class ShardRecorder(pl.Callback):
+    """Each rank writes the training indices its sampler yields in each epoch to
+    $ALEXLAB_FAULT_DIR/shard-<rank>-<epoch>.json (after Lightning set the sampler's epoch). The rank:
+    submitit's task rank where there is one (each task of a job that is not one DDP job believes
+    itself rank 0), else Lightning's."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        rank = os.environ.get("SUBMITIT_LOCAL_GLOBALID") or trainer.global_rank
+        indices = [int(i) for i in trainer.train_dataloader.sampler]
+        path = Path(os.environ.get("ALEXLAB_FAULT_DIR", ".")) / f"shard-{rank}-{trainer.current_epoch}.json"
+        path.write_text(json.dumps(indices))
+
+
+class SignalAtStep(pl.Callback):
+    """Sends `signum` (a name: SIGTERM, SIGINT) to its own process as global step `step` of the run
+    with seed `seed` starts, once ($ALEXLAB_FAULT_DIR/signal_sent marks it sent): a fault that
+    travels in the config, so it reaches trials that run in processes the test does not start
+    itself (gpu_pool's spawned children), and a rerun of the same command runs clean."""
+
+    def __init__(self, step: int, seed: int, signum: str = "SIGTERM"):
+        self.step, self.seed, self.signum = step, seed, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        sent = Path(os.environ.get("ALEXLAB_FAULT_DIR", ".")) / "signal_sent"
+        if trainer.global_step == self.step and pl_module.seed == self.seed and not sent.exists():
+            import signal
+
+            sent.write_text(self.signum)
+            os.kill(os.getpid(), getattr(signal, self.signum))
