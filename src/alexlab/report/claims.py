@@ -15,11 +15,14 @@ toggle value with the paper's answers it. One-at-a-time compares the arm itself;
 level the arm's file sets (sweep=dropout's p = 0 vs 0.5 answers dropout_gap and dropout_speed;
 sweep=augment's none vs crop_flip_pca answers augment_gap and augment_error, crop_flip vs
 crop_flip_pca answers pca_error); a factorial the main effect of that toggle. A new claim is one
-more row of CLAIMS.
+more row of claims.yaml.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 
 @dataclass(frozen=True)
@@ -64,91 +67,12 @@ class Claim:
     delta: float = field(kw_only=True)  # smallest effect of interest: pt, or a ratio > 1 for unit "x"
 
 
-CLAIMS = (
-    Claim("relu_speed", "tanh", "epochs_ratio", +1, "3.1",
-          "ReLU reaches 25% training error faster than tanh",
-          "6x faster (CIFAR-10, four-layer CNN, Figure 1)", 6.0, "6x",
-          "Mishkin et al.: tanh top-1 acc 0.401 vs ReLU 0.470 (CaffeNet, 128 px)", None, delta=1.25),
-    Claim("columns_error", "one_column", "test_error", +1, "3.2",
-          "two columns (kernels split over two GPUs) lower test error",
-          "+1.7 pt top-1, +1.2 pt top-5 vs one column with half the kernels", 1.7, "+1.7 pt", delta=1.0),
-    Claim("lrn_error", "no_lrn", "test_error", +1, "3.3",
-          "LRN lowers test error",
-          "+1.4 pt top-1 without it (ImageNet); the CIFAR-10 figure (13% without vs 11% with) is for "
-          "cuda-convnet's layers-11pct net (locally connected layers, crops, multi-view test), not the "
-          "layers-18pct family that model=convnet4 follows", 1.4, "+1.4 pt",
-          "VGG A vs A-LRN 29.6 vs 29.7 top-1; Mishkin et al. no LRN 0.471 vs 0.470 acc: no gain", -0.1, delta=1.0),
-    Claim("overlap_error", "no_overlap", "test_error", +1, "3.4",
-          "overlapping 3/2 pooling lowers test error",
-          "+0.4 pt top-1 with 2/2 pooling", 0.4, "+0.4 pt",
-          "Mishkin et al.: 2/2 pooling 0.484 vs 3/2 0.471 acc (2/2 better)", -1.3, delta=1.0),
-    Claim("overlap_gap", "no_overlap", "gap", +1, "3.4",
-          "overlapping pooling makes the net slightly harder to overfit",
-          "'slightly more difficult to overfit' (no figure)", None, "> 0 (words)", delta=1.0),
-    Claim("dropout_gap", "no_dropout", "gap", +1, "4.2",
-          "without dropout the net overfits substantially",
-          "'substantial overfitting' (no figure)", None, "> 0 (words)",
-          "Mishkin et al.: dropout 0.3 beats 0.5 by 2.6 pt acc (short schedule)", None, delta=1.0),
-    Claim("dropout_speed", "no_dropout", "epochs_ratio", -1, "4.2",
-          "dropout roughly doubles the iterations needed to converge",
-          "about 2x (read here: epochs to the eval-mode training-error threshold, no_dropout/paper = 0.5)",
-          0.5, "0.5x", delta=1.25),
-    Claim("augment_gap", "no_augment", "gap", +1, "4.1",
-          "without data augmentation the net overfits substantially",
-          "'substantial overfitting' (no figure)", None, "> 0 (words)", delta=1.0),
-    Claim("augment_error", "no_augment", "test_error", +1, "4.1",
-          "augmentation (crops, flips and PCA lighting together) lowers test error",
-          "no figure for the three together; the paper says the net overfits substantially without "
-          "augmentation", None, "> 0 (words)", delta=1.0),
-    Claim("pca_error", "no_pca", "test_error", +1, "4.1",
-          "PCA lighting lowers test error (crops and flips kept in both arms)",
-          "PCA lighting alone: >= 1 pt top-1 (ImageNet)", 1.0, ">= +1 pt", delta=1.0),
-    Claim("ten_crop_error", "paper", "ten_crop_gain", +1, "4.1",
-          "averaging the softmax over 10 patches lowers test error (same runs, paired by run)",
-          "39.0 -> 37.5 top-1, 18.3 -> 17.0 top-5 (ILSVRC-2010 test)", 1.5, "+1.5 pt", delta=1.0),
-    # The questions the paper leaves open (docs/PAPER.md, "What later work found"): each arm against
-    # the paper net in its own sweep (sweep=norm, pool_type, activation_speed, fc, conv_depth), so
-    # they form their own Holm families. BN's smaller benefit of dropout is the batchnorm x
-    # no_dropout interaction of sweep=norm_dropout's factorial, reported among its terms.
-    Claim("bn_error", "batchnorm", "test_error", -1, "later",
-          "batch normalisation in place of LRN lowers test error",
-          "not in the paper", None, "–",
-          "Ioffe & Szegedy (2015): BN replaced LRN and dropout in later nets", None, delta=1.0),
-    Claim("bn_speed", "batchnorm", "epochs_ratio", -1, "later",
-          "batch normalisation reaches the training-error threshold in fewer epochs",
-          "not in the paper", None, "–",
-          "Ioffe & Szegedy (2015): the same accuracy in 14x fewer steps (Inception, ImageNet, higher lr)",
-          None, delta=1.25),
-    Claim("avg_pool_error", "avg_pool", "test_error", +1, "later",
-          "max pooling lowers test error compared with average pooling",
-          "max pooling, no comparison", None, "–", delta=1.0),
-    Claim("sigmoid_speed", "sigmoid", "epochs_ratio", +1, "later",
-          "the sigmoid reaches the training-error threshold more slowly than ReLU",
-          "Figure 1 compares ReLU with tanh only", None, "–",
-          "Glorot & Bengio (2010): deep sigmoid nets train slowly (saturating top layer)", None, delta=1.25),
-    Claim("sigmoid_error", "sigmoid", "test_error", +1, "later",
-          "ReLU lowers test error compared with the sigmoid",
-          "not in the paper", None, "–", delta=1.0),
-    Claim("one_fc_error", "one_fc", "test_error", +1, "later",
-          "two hidden FC layers lower test error compared with one",
-          "two 4096-unit layers, no comparison", None, "–", delta=1.0),
-    Claim("one_fc_gap", "one_fc", "gap", -1, "later",
-          "one hidden FC layer (fewer parameters) overfits less",
-          "not in the paper", None, "–", delta=1.0),
-    Claim("narrow_fc_error", "narrow_fc", "test_error", +1, "later",
-          "4096-unit FC layers lower test error compared with 1024-unit ones",
-          "4096 units, no comparison", None, "–", delta=1.0),
-    Claim("narrow_fc_gap", "narrow_fc", "gap", -1, "later",
-          "narrower FC layers (fewer parameters) overfit less",
-          "not in the paper", None, "–", delta=1.0),
-    Claim("fewer_convs_error", "fewer_convs", "test_error", +1, "7",
-          "removing a middle conv layer raises test error",
-          "about +2 pt top-1 for removing any middle conv layer (Section 7)", 2.0, "+2 pt", delta=1.0),
-    Claim("more_convs_error", "more_convs", "test_error", -1, "later",
-          "a fourth 3x3 conv layer lowers test error",
-          "no figure for adding a layer", None, "–",
-          "VGG (2014): deeper stacks of 3x3 convolutions lowered error", None, delta=1.0),
-)
+def load_claims(path: Path = Path(__file__).with_name("claims.yaml")) -> tuple[Claim, ...]:
+    """The claims table: claims.yaml beside this file, one row per claim, in the report's order."""
+    return tuple(Claim(**row) for row in yaml.safe_load(path.read_text()))
+
+
+CLAIMS = load_claims()
 
 TRICKS = {  # ablation arm -> what it removes, for headings; the order is the report's order of arms
     "tanh": "ReLU -> tanh (Section 3.1)",
