@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from scipy import stats
 
 import alexlab.models.lrn as lrn
@@ -21,6 +22,7 @@ from alexlab.precision import hardware_mode
 from alexlab.train import build
 
 from conftest import REPO, compose_cfg
+from test_report import BASE_CONFIG
 from test_lrn import lrn_by_the_formula as formula
 
 BENCH = REPO / "benchmarks"
@@ -182,6 +184,7 @@ def fake_sweep(root: Path, precision_used: str, channels_last: bool, finals: dic
             {"status": "completed", "seed": seed, "ablation": "paper", "job": run.name, "name": "fmnist_quick",
              "final": final, "precision_used": precision_used, "channels_last_used": channels_last}))
         (run / "COMPLETED").write_text("")
+        (run / "config.yaml").write_text(yaml.safe_dump({**BASE_CONFIG, "name": "fmnist_quick", "seed": seed}))
     return root
 
 

@@ -64,8 +64,11 @@ def test_the_arm_table_is_the_ablation_folder_and_the_paper_levels_the_schema_de
         assert ARMS[name] == {f"{s}.{k}": v for s, block in content.items() if isinstance(block, dict)
                               for k, v in block.items()}
     assert set(TOGGLES) == {k for s in ARMS.values() for k in s}
+    # the schema's defaults are the paper's net (Sections 3-4): two 4096-wide hidden FC layers, three 3x3 convs
     assert PAPER_LEVELS == {"model.activation": "relu", "model.pooling": "overlapping", "model.norm": "lrn",
-                            "model.dropout": 0.5, "data.augment": "crop_flip_pca", "model.one_column": False}
+                            "model.dropout": 0.5, "data.augment": "crop_flip_pca", "model.one_column": False,
+                            "model.pool_type": "max", "model.fc_layers": 2, "model.fc_width": 4096,
+                            "model.conv_depth": 3}
 
 
 def test_arms_come_from_resolved_configs_not_from_folder_names(tmp_path):

@@ -7,7 +7,7 @@ import socket
 import pytest
 import torch
 
-from conftest import TINY, write_idx
+from conftest import CONF, TINY, write_idx
 from faults import cli, finished_markers, one_error_line, tiny
 
 SWEEP_FILES = {  # sweep/<name>.yaml on a search path in tmp_path: the repository's sweeps/ untouched
@@ -19,6 +19,11 @@ SWEEP_FILES = {  # sweep/<name>.yaml on a search path in tmp_path: the repositor
 }
 
 # id: (multirun, arguments, what the line says); {tmp} is the test's folder, {name} a prepared one
+def choices(group: str) -> str:
+    """What Hydra's error lists for an unknown option of `group`: every file of the group, sorted."""
+    return "choose one of: " + ", ".join(sorted(p.stem for p in (CONF / group).glob("*.yaml")))
+
+
 BAD = {
     "unknown toggle value": (False, ["model.activation=gelu"],
                              ["model.activation='gelu' is not valid; choose one of: relu, tanh, sigmoid"]),
@@ -40,7 +45,7 @@ BAD = {
                                ["trainer.gradient_clip_val=-1.0 is out of range; valid: [0.0, 1000000.0]"]),
     "unknown config group option": (False, ["data=imagenet21k"],
                                     ["data/imagenet21k", "choose one of: cifar10, fashion_mnist, imagefolder, synthetic"]),
-    "unknown ablation": (False, ["ablation=no_relu"], ["ablation/no_relu", "choose one of: no_augment, no_dropout"]),
+    "unknown ablation": (False, ["ablation=no_relu"], ["ablation/no_relu", choices("ablation")]),
     "unknown key": (False, ["model.colour=red"], ["model.colour", "valid keys: name, activation, pooling"]),
     "unknown key added with +": (False, ["+model.dropuot=0.3"], ["model.dropuot is not a key of model", "dropout"]),
     "a key a newer schema renamed": (False, ["model.lrn=false"],
@@ -99,7 +104,7 @@ BAD = {
                                    ["trainer.accelerator=gpu but no CUDA device is visible", "trainer.accelerator=cpu"]),
     "DDP inside a multirun": (True, ["trainer=ddp", "seed=0,1"],
                               ["trainer.strategy=ddp", "launcher=gpu_pool", "launcher=slurm", "drop -m"]),
-    "unknown sweep": (True, ["sweep=nosuch"], ["sweep/nosuch", "choose one of: augment, demo"]),
+    "unknown sweep": (True, ["sweep=nosuch"], ["sweep/nosuch", choices("sweep")]),
     "invalid value in one arm": (True, ["model.dropout=0.5,1.5"],
                                  ["trial ", "model.dropout=1.5 is out of range", "no trial was started"]),
     "sweep file: unknown key": (True, ["{sweeps}", "sweep=bad_key"], ["model.colour", "valid keys:"]),
