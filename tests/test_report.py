@@ -702,9 +702,9 @@ def test_wandb_errors_are_one_line(monkeypatch, capsys):
 
 def test_committed_sample_is_a_real_complete_sweep():
     a = analyse(load(SAMPLE))
-    assert len(a.per_run) == 18 and a.per_run.ok.all()
-    assert set(a.per_run.ablation) == {"paper", "tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment"}
-    assert [arm for _, arm in a.unchanged] == ["no_dropout"]  # model=convnet4 has no dropout to remove
+    demo = ["paper", "tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment", "no_pca"]  # sweeps/demo.yaml's arms
+    assert len(a.per_run) == 3 * len(demo) and a.per_run.ok.all()
+    assert set(a.per_run.ablation) == set(demo) and not a.unchanged  # every arm changes the net it ran on
     assert (a.effects[a.effects.metric == "test_error"].n == 3).all()
     assert not list(SAMPLE.rglob("*.ckpt")) and not list(SAMPLE.rglob(".hydra"))  # kept small
 
@@ -715,7 +715,9 @@ def test_console_script_end_to_end_on_the_sample(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"report: {tmp_path / 'report.md'}" in proc.stdout.replace("\n", "")
-    assert len(list(tmp_path.glob("report_curves_*.png"))) == 4 and (tmp_path / "report.csv").is_file()
+    arms = {"tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment", "no_pca"}  # every compared arm: its curves
+    assert {p.name for p in tmp_path.glob("report_curves_*.png")} == {f"report_curves_{a}.png" for a in arms}
+    assert (tmp_path / "report.csv").is_file()
 
 
 def test_console_opens_with_each_arms_final_means(sweep_dir):

@@ -114,6 +114,28 @@ def test_four_cells_of_two_toggles_are_a_two_by_two_factorial(tmp_path):
     assert set(a.terms.term) == {"tanh", "no_lrn", "tanh × no_lrn"}
 
 
+def test_the_norm_by_dropout_factorial_answers_the_interaction_claims_with_the_models_term(tmp_path):
+    """sweep=norm_dropout's 2 x 2 cells: removing dropout widens the gap by 4 pt under LRN and by 1 pt
+    under batchnorm, so the interaction (4 b) is -3 pt; test error has no interaction. The claims read
+    the interaction term (never batchnorm's or no_dropout's own effect), with the model's interval."""
+    root, rng = tmp_path / "sweep", np.random.default_rng(3)
+    for s in range(6):
+        for x in ({}, {"model.norm": "batchnorm"}, {"model.dropout": 0.0},
+                  {"model.norm": "batchnorm", "model.dropout": 0.0}):
+            bn, no_dropout = "model.norm" in x, "model.dropout" in x
+            gap = 5.0 + s / 5 + no_dropout * (1.0 if bn else 4.0) + rng.normal(0, 0.3)
+            write_cell(root, f"{len(x)}{bn}{s}", s, x, "paper", 20.0 + 2 * no_dropout + rng.normal(0, 0.3), gap)
+    a = analyse(load(root))
+    assert set(a.per_run.design_text) == {"full factorial 2^2"}
+    claims = a.claims.set_index("claim")
+    gap, error = claims.loc["bn_dropout_gap"], claims.loc["bn_dropout_error"]
+    assert {gap["term"], error["term"]} <= {"batchnorm × no_dropout", "no_dropout × batchnorm"}
+    term = a.terms[(a.terms.metric == "gap") & (a.terms.kind == "interaction")].iloc[0]
+    assert gap["effect"] == pytest.approx(term["estimate"]) and gap["low"] < -3.0 < gap["high"]
+    assert gap["verdict"] == REPRODUCED and error["low"] < 0 < error["high"]
+    assert claims.loc["bn_error", "term"] == "batchnorm"  # the main effect answers the one-arm claim
+
+
 # ------------------------------------------------------------------------------------------ levels
 DROPOUT_LEVELS = [0.0, 0.25, 0.5, 0.75]
 SEED_ERROR = np.array([3.0, -2.0, 1.0, -3.0, 2.0, 0.0])     # pt, shared by every level of a seed: pairing removes it

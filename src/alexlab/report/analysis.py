@@ -20,7 +20,7 @@ from ..curves import TRAIN_ERROR_COLUMN, epochs_to_error
 from ..settings import RESULT_NEUTRAL, differences
 from .claims import CLAIMS, METRICS, TRICKS
 from .designs import ARMS, FACTORIAL, REFERENCE, single_toggle_arms
-from .factorial import MAIN, TERM_COLUMNS, factorial_terms
+from .factorial import INTERACTION, MAIN, TERM_COLUMNS, factorial_terms
 from .planfile import seed_origins
 from .runs import ReportError, Sweep
 from .stats import SIGN_FLIP, SIGN_TEST, T_TEST, holm, ordered_pairs, paired_interval, seeds_needed, times_p, tost_p
@@ -489,15 +489,19 @@ def failure_caveat(arms: pd.DataFrame, group: str, arm: str) -> str:
 
 
 def claim_terms(terms: pd.DataFrame, claim) -> pd.DataFrame:
-    """The factorial main effects that answer a claim: the claim's arm is one toggle value, a factor
-    of the group at exactly that level, and the claim's metric was modelled."""
-    settings = ARMS.get(claim.ablation, {})
-    if len(settings) != 1 or terms.empty:
+    """The factorial terms that answer a claim: its main effect (the claim's arm is one toggle value, a
+    factor of the group at exactly that level) or, for a claim with an `interaction` arm, the two arms'
+    interaction; only where the claim's metric was modelled."""
+    arms = [a for a in (claim.ablation, claim.interaction) if a]
+    settings = [ARMS.get(a, {}) for a in arms]
+    if any(len(s) != 1 for s in settings) or terms.empty:
         return terms.iloc[0:0]
-    key, value = next(iter(settings.items()))
-    arm = single_toggle_arms().get((key, value))
-    return terms[(terms["kind"] == MAIN) & (terms["metric"] == claim.metric) & (terms["term"] == arm)
-                 & terms["factors"].map(lambda f: tuple(f) == (key,))]
+    keys = {next(iter(s)) for s in settings}
+    names = {single_toggle_arms().get(next(iter(s.items()))) for s in settings}
+    kind = INTERACTION if claim.interaction else MAIN
+    return terms[(terms["kind"] == kind) & (terms["metric"] == claim.metric)
+                 & terms["term"].map(lambda t: set(t.split(" × ")) == names)
+                 & terms["factors"].map(lambda f: set(f) == keys and len(f) == len(keys))]
 
 
 def equivalence_p(row: dict, delta: float) -> float:
@@ -518,7 +522,8 @@ def claim_rows(claim, effects: pd.DataFrame, terms: pd.DataFrame, unchanged, arm
             "metric": claim.metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading,
             "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value,
             "short": claim.short, "later": claim.later, "later_value": claim.later_value, "delta": delta}
-    found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)]
+    found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)
+                    & (not claim.interaction)]  # an interaction is a factorial's term, never one arm's effect
     answered = claim_terms(terms, claim)
     idle = [g for g, a in unchanged if a == claim.ablation]
     rows = [{**base, "group": g, "verdict": UNCHANGED, "n": 0} for g in idle]

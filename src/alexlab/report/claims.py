@@ -65,6 +65,9 @@ class Claim:
     later: str = ""    # later evidence, as published
     later_value: float | None = None
     delta: float = field(kw_only=True)  # smallest effect of interest: pt, or a ratio > 1 for unit "x"
+    # a second arm: the claim is about the interaction ablation x interaction in a factorial (how much larger
+    # the effect of one change is when the other is made too), never about either arm alone
+    interaction: str = field(default="", kw_only=True)
 
 
 def load_claims(path: Path = Path(__file__).with_name("claims.yaml")) -> tuple[Claim, ...]:
