@@ -31,8 +31,10 @@ from conftest import CONF, REPO, TINY
 from hydra_plugins.alexlab_launcher.launcher import prepare_trials
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-PAPER_SWEEPS = {"one_at_a_time": 21, "factorial": 96, "relu_vs_tanh": 8, "dropout": 12, "pooling": 6, "lrn": 6,
-                "augment": 9, "seeds": 5}
+PAPER_SWEEPS = {"one_at_a_time": 21, "factorial": 96, "factorial_half": 32, "relu_vs_tanh": 8, "dropout": 12,
+                "pooling": 6, "lrn": 6, "augment": 9, "seeds": 5, "demo": 7,
+                "norm": 9, "norm_lr": 18, "norm_dropout": 12, "pool_type": 6, "activation_speed": 18, "fc": 9,
+                "conv_depth": 9}
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()} | {"hydra/launcher"}
 SWEEP_TINY = [a for a in TINY if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
 
@@ -198,10 +200,14 @@ def test_short_names_drop_what_every_trial_shares():
 
 
 # ---------------------------------------------------------------------------- real multiruns
+PROBES = Path(__file__).parent / "reliability"  # probes.py: callbacks a test puts on the command line
+
+
 def cli(args, tmp_path, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "ALEXLAB_FAULT_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(PROBES), os.environ.get("PYTHONPATH", "")])}
     return [sys.executable, "-m", "alexlab.cli", "-m", *args, f"paths.multirun={tmp_path / 'multirun'}",
-            f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}"], {
-        "cwd": tmp_path, "env": {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}, **kw}
+            f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}"], {"cwd": tmp_path, "env": env, **kw}
 
 
 def run_sweep(args, tmp_path, timeout=300):
@@ -217,14 +223,16 @@ def report(sweep_dir: Path) -> dict:
 @pytest.mark.slow
 def test_gpu_pool_without_gpu_runs_two_cpu_trials_at_once_with_threads_split(tmp_path):
     tiny = [a for a in SWEEP_TINY if not a.startswith("trainer.threads")]
-    proc = run_sweep([*tiny, "launcher=gpu_pool", "launcher.n_jobs=2", "seed=0,1"], tmp_path)
+    meet = ["+callbacks.meet._target_=probes.Rendezvous", "+callbacks.meet.runs=2"]  # both wait for the other
+    proc = run_sweep([*tiny, "launcher=gpu_pool", "launcher.n_jobs=2", "seed=0,1", *meet], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_dir = tmp_path / "multirun" / "adhoc" / "default"
     trials = json.loads((sweep_dir / "sweep_ledger.json").read_text())["trials"]
     assert [t["state"] for t in trials.values()] == ["completed", "completed"]
     a, b = trials.values()
     assert a["pid"] != b["pid"] != os.getpid()
-    assert a["started"] <= b["ended"] and b["started"] <= a["ended"], "the two trials did not overlap"
+    met = {p.name: int(p.read_text()) for p in tmp_path.glob("met-*")}
+    assert met == {"met-0": a["pid"], "met-1": b["pid"]}, "the two trials did not run at the same time"
     threads = max(1, (os.cpu_count() or 1) // 2)
     for t in trials.values():
         assert f"threads: {threads}" in (Path(t["run_dir"]) / "config.yaml").read_text()

@@ -36,3 +36,25 @@ class SignalAtStep(pl.Callback):
 
             sent.write_text(self.signum)
             os.kill(os.getpid(), getattr(signal, self.signum))
+
+
+class Rendezvous(pl.Callback):
+    """Each run announces itself at the start of training ($ALEXLAB_FAULT_DIR/arrived-<seed>) and waits
+    (up to `timeout` s) until `runs` runs have: all of them then write met-<seed>. Two trials meet only
+    if they run at the same time, whatever the machine's load, so a test of "n trials at once" needs no
+    timing: a pool that ran them one after another leaves the first to time out without met-<seed>."""
+
+    def __init__(self, runs: int, timeout: float = 120.0):
+        self.runs, self.timeout = runs, timeout
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import time
+
+        folder = Path(os.environ.get("ALEXLAB_FAULT_DIR", "."))
+        (folder / f"arrived-{pl_module.seed}").write_text(str(os.getpid()))
+        deadline = time.monotonic() + self.timeout
+        while len(list(folder.glob("arrived-*"))) < self.runs:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        (folder / f"met-{pl_module.seed}").write_text(str(os.getpid()))
