@@ -702,7 +702,7 @@ def test_wandb_errors_are_one_line(monkeypatch, capsys):
 
 def test_committed_sample_is_a_real_complete_sweep():
     a = analyse(load(SAMPLE))
-    demo = ["paper", "tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment", "no_pca"]  # sweeps/demo.yaml's arms
+    demo = ["paper", "tanh", "no_lrn", "no_overlap", "no_dropout", "no_augment", "no_pca"]  # sweep=one_at_a_time's arms
     assert len(a.per_run) == 3 * len(demo) and a.per_run.ok.all()
     assert set(a.per_run.ablation) == set(demo) and not a.unchanged  # every arm changes the net it ran on
     assert (a.effects[a.effects.metric == "test_error"].n == 3).all()

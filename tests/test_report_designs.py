@@ -368,7 +368,7 @@ def test_the_factorial_report_explains_main_effects_and_draws_them(tmp_path):
     md = (out / "report.md").read_text()
     assert "averaged over the settings of the other tricks" in md and "*from the paper net*" in md
     assert "seeds as a block factor (2 seeds)" in md and "fractional factorial 2^(5-1)" in md
-    assert "`no_dropout × no_augment`" in md and "main effect of removing `no_dropout`" in md
+    assert "`no_dropout × no_augment`" in md and "`no_dropout` (main effect)" in md
     assert (out / "report_factorial.png").read_bytes()[:4] == b"\x89PNG" and "](report_factorial.png)" in md
     csv = pd.read_csv(out / "report_factorial.csv")
     assert len(csv) == 45 and {"term", "estimate", "low", "high", "p", "p_holm"} <= set(csv.columns)

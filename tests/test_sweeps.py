@@ -32,7 +32,7 @@ from hydra_plugins.alexlab_launcher.launcher import prepare_trials
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 PAPER_SWEEPS = {"one_at_a_time": 21, "factorial": 96, "factorial_half": 32, "relu_vs_tanh": 8, "dropout": 12,
-                "pooling": 6, "lrn": 6, "augment": 9, "seeds": 5, "demo": 7,
+                "pooling": 6, "lrn": 6, "augment": 9, "seeds": 5, "demo": 12,
                 "norm": 9, "norm_lr": 18, "norm_dropout": 12, "pool_type": 6, "activation_speed": 18, "fc": 9,
                 "conv_depth": 9}
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()} | {"hydra/launcher"}
@@ -443,10 +443,11 @@ def test_slurm_launcher_without_slurm_says_so_in_one_line(tmp_path):
 
 def test_every_list_of_arm_names_is_the_ablation_folder():
     """conf/ablation/ is the one list of arms: the report's headings and claims name only arms it
-    holds; sweep=one_at_a_time and sweep=demo sweep every arm but those their glob excludes (one_column,
-    which needs a two-column preset, and the later-work arms, which have sweeps of their own), each
-    excluded name is an arm, every arm they sweep has a heading in the report, and the W&B sweep file
-    (W&B cannot glob) lists the same arms."""
+    holds; sweep=one_at_a_time sweeps every arm but those its glob excludes (one_column, which needs a
+    two-column preset, and the later-work arms, which have sweeps of their own), each excluded name is
+    an arm, every arm it sweeps has a heading in the report, and the W&B sweep file (W&B cannot glob)
+    lists the same arms. sweep=demo's 2 x 2 crosses the values the no_dropout and no_augment files set
+    with the paper's."""
     from alexlab.report.claims import CLAIMS, TRICKS
 
     arms = {p.stem for p in (CONF / "ablation").glob("*.yaml")}
@@ -454,12 +455,17 @@ def test_every_list_of_arm_names_is_the_ablation_folder():
     assert {c.ablation for c in CLAIMS} <= arms
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         swept = {name: {a.split("=", 1)[1] for job in jobs_of([f"sweep={name}", "seed=0"]) for a in job
-                        if a.startswith("ablation=")} for name in ("one_at_a_time", "demo")}
+                        if a.startswith("ablation=")} for name in ("one_at_a_time",)}
+        demo = {tuple(sorted(a for a in job if a.split("=")[0] not in ("seed", "sweep"))) for job in jobs_of(["sweep=demo"])}
         params = compose(config_name="config", overrides=["sweep=one_at_a_time"], return_hydra_config=True)
     excluded = set(OverridesParser.create().parse_override(f"ablation={params.hydra.sweeper.params.ablation}")
                    .value().exclude)
     assert "one_column" in excluded and excluded <= arms, excluded - arms
-    assert swept["one_at_a_time"] == swept["demo"] == arms - excluded
+    assert swept["one_at_a_time"] == arms - excluded
+    from alexlab.report.designs import ARMS, PAPER_LEVELS
+    levels = {k: (PAPER_LEVELS[k], v) for arm in ("no_dropout", "no_augment") for k, v in ARMS[arm].items()}
+    assert demo == {tuple(sorted(f"{k}={v}" for k, v in zip(levels, cell)))
+                    for cell in __import__("itertools").product(*levels.values())}
     assert swept["one_at_a_time"] <= set(TRICKS) | {"paper"}
     wandb = OmegaConf.load(REPO / "sweeps" / "wandb" / "one_at_a_time.yaml")
     assert set(wandb.parameters.ablation["values"]) == swept["one_at_a_time"]

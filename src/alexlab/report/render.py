@@ -120,8 +120,8 @@ def equivalence_text(row: dict) -> str:
 
 
 def arm_text(row: dict) -> str:
-    if row.get("term"):
-        return f"main effect of removing `{row['term']}`"
+    if row.get("term"):  # a factorial's term: the arm's main effect, or two arms' interaction
+        return f"`{row['term']}` ({'interaction' if ' × ' in row['term'] else 'main effect'})"
     return f"`{row['ablation']}`"
 
 
