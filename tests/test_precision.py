@@ -37,10 +37,11 @@ def test_a_cpu_with_bf16_in_hardware_gets_bf16_autocast_and_channels_last(featur
     assert mode.line() == f"alexlab: bf16 autocast, channels_last (auto: CPU with hardware bf16, {names})"
 
 
-def test_an_x86_cpu_without_bf16_hardware_gets_fp32_and_channels_last():
+def test_an_x86_cpu_without_bf16_hardware_gets_fp32_nchw():
+    # channels_last is faster there but failed the same-science check (docs/PERFORMANCE.md, P8)
     mode = precision.cpu_fast_mode(ZEN2, "AVX2")
-    assert (mode.precision, mode.channels_last) == ("32-true", True)
-    assert mode.line() == "alexlab: fp32, channels_last (auto: CPU without hardware bf16, AVX2)"
+    assert (mode.precision, mode.channels_last) == ("32-true", False)
+    assert mode.line() == "alexlab: fp32, NCHW (auto: CPU without hardware bf16, AVX2)"
 
 
 def test_another_cpu_architecture_keeps_fp32_nchw_where_nothing_was_measured():
@@ -161,6 +162,6 @@ def test_the_same_seed_and_threads_give_an_identical_metrics_csv_within_a_mode(t
         rows.append(metrics_without_timing(tmp_path / attempt))
         summary = json.loads((tmp_path / attempt / "summary.json").read_text())
         modes.add((summary["precision_used"], summary["channels_last_used"]))
-    expected = precision.run_mode(cfg)  # auto: what this machine picks (fp32 + channels_last on an AVX2 CPU)
+    expected = precision.run_mode(cfg)  # auto: what this machine picks (fp32 NCHW on an AVX2 CPU)
     assert modes == {(expected.precision, expected.channels_last)} and len(rows[0]) == 2
     assert rows[0] == rows[1]
