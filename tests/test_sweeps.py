@@ -456,7 +456,8 @@ def test_every_list_of_arm_names_is_the_ablation_folder():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         swept = {name: {a.split("=", 1)[1] for job in jobs_of([f"sweep={name}", "seed=0"]) for a in job
                         if a.startswith("ablation=")} for name in ("one_at_a_time",)}
-        demo = {tuple(sorted(a for a in job if a.split("=")[0] not in ("seed", "sweep"))) for job in jobs_of(["sweep=demo"])}
+        demo = {tuple(sorted(a for a in job if a.split("=")[0] not in ("seed", "sweep")))
+                for job in jobs_of(["sweep=demo"])}
         params = compose(config_name="config", overrides=["sweep=one_at_a_time"], return_hydra_config=True)
     excluded = set(OverridesParser.create().parse_override(f"ablation={params.hydra.sweeper.params.ablation}")
                    .value().exclude)

@@ -522,8 +522,9 @@ def claim_rows(claim, effects: pd.DataFrame, terms: pd.DataFrame, unchanged, arm
             "metric": claim.metric, "label": spec.label, "unit": spec.unit, "reading": spec.reading,
             "direction": claim.direction, "paper": claim.paper, "paper_value": claim.paper_value,
             "short": claim.short, "later": claim.later, "later_value": claim.later_value, "delta": delta}
-    found = effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)
-                    & (not claim.interaction)]  # an interaction is a factorial's term, never one arm's effect
+    # an interaction is a factorial's term, never one arm's effect
+    found = (effects.iloc[0:0] if claim.interaction
+             else effects[(effects["ablation"] == claim.ablation) & (effects["metric"] == claim.metric)])
     answered = claim_terms(terms, claim)
     idle = [g for g, a in unchanged if a == claim.ablation]
     rows = [{**base, "group": g, "verdict": UNCHANGED, "n": 0} for g in idle]
