@@ -39,10 +39,12 @@ class SignalAtStep(pl.Callback):
 
 
 class Rendezvous(pl.Callback):
-    """Each run announces itself at the start of training ($ALEXLAB_FAULT_DIR/arrived-<seed>) and waits
-    (up to `timeout` s) until `runs` runs have: all of them then write met-<seed>. Two trials meet only
-    if they run at the same time, whatever the machine's load, so a test of "n trials at once" needs no
-    timing: a pool that ran them one after another leaves the first to time out without met-<seed>."""
+    """Each run announces itself at the start of training ($ALEXLAB_FAULT_DIR/arrived-<who>) and waits
+    (up to `timeout` s) until `runs` runs have: all of them then write met-<who>. <who> is the run's
+    seed, or its submitit task (task-<k>) where there is one. Two runs meet only if they run at the
+    same time, whatever the machine's load, so a test of "n trials at once" needs no timing: a pool
+    that ran them one after another leaves the first to time out without met-<who>. It also holds
+    a run until the others have started, as DDP's process group holds the ranks of one job."""
 
     def __init__(self, runs: int, timeout: float = 120.0):
         self.runs, self.timeout = runs, timeout
@@ -51,10 +53,12 @@ class Rendezvous(pl.Callback):
         import time
 
         folder = Path(os.environ.get("ALEXLAB_FAULT_DIR", "."))
-        (folder / f"arrived-{pl_module.seed}").write_text(str(os.getpid()))
+        task = os.environ.get("SUBMITIT_LOCAL_GLOBALID")
+        who = f"task-{task}" if task is not None else str(pl_module.seed)
+        (folder / f"arrived-{who}").write_text(str(os.getpid()))
         deadline = time.monotonic() + self.timeout
         while len(list(folder.glob("arrived-*"))) < self.runs:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)
-        (folder / f"met-{pl_module.seed}").write_text(str(os.getpid()))
+        (folder / f"met-{who}").write_text(str(os.getpid()))

@@ -118,7 +118,10 @@ WRITE_RECORDER = '''
 @pytest.mark.slow
 def test_under_slurm_with_two_tasks_only_rank_0_writes_the_ledger_and_the_run_folder(tmp_path, monkeypatch):
     """launcher=slurm with tasks_per_node=2 runs the trial in both tasks; submitit's local executor
-    starts them as SLURM would (SUBMITIT_LOCAL_GLOBALID for SLURM_PROCID): rank 1 trains, writes nothing."""
+    starts them as SLURM would (SUBMITIT_LOCAL_GLOBALID for SLURM_PROCID): rank 1 trains, writes nothing.
+    The tasks meet at the start of training, as the ranks of one DDP job do (here each task trains
+    alone): a rank 1 that started after rank 0 had finished would, rightly, find the run complete
+    and skip it, and so not show what it writes while it trains."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(textwrap.dedent(WRITE_RECORDER))
@@ -133,12 +136,14 @@ def test_under_slurm_with_two_tasks_only_rank_0_writes_the_ledger_and_the_run_fo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = tiny("seed=0", "launcher.name=slurm", "hydra/launcher=alexlab_submitit_local",
                 "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10",
-                "+callbacks.shards._target_=probes.ShardRecorder")
+                "+callbacks.shards._target_=probes.ShardRecorder",
+                "+callbacks.meet._target_=probes.Rendezvous", "+callbacks.meet.runs=2")
     code, out, err = cli(args, tmp_path, multirun=True)
     assert code == 0, err[-3000:]
 
     assert sorted(p.name for p in tmp_path.glob("shard-*")) == [  # both tasks trained the trial's two epochs ...
         "shard-0-0.json", "shard-0-1.json", "shard-1-0.json", "shard-1-1.json"]
+    assert sorted(p.name for p in tmp_path.glob("met-*")) == ["met-task-0", "met-task-1"]  # ... at the same time
     logs = {p.name.split("-rank")[1].removesuffix(".txt"): [w for w in p.read_text().split()
                                                            if not w.startswith(str(sweep_dir / ".submitit"))]
             for p in writes.iterdir()}  # (.submitit/ is submitit's: each task leaves its result there)
