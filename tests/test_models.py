@@ -395,3 +395,54 @@ def test_a_variant_whose_stack_cannot_be_resized_is_refused():
     with pytest.raises(ValueError, match="no pool but after its last layer"):
         register_variant("alexnet_pool_in_stack", replace(VARIANTS["alexnet"], pool_after=(0, 1, 3, 4)))
     assert "alexnet_lrn_in_stack" not in VARIANTS and "alexnet_pool_in_stack" not in VARIANTS
+
+
+POOL_GEOMETRIES = {"overlapping 3/2": dict(kernel_size=3, stride=2), "overlapping padded": dict(kernel_size=3, stride=2,
+                   padding=1), "non_overlapping 2/2": dict(kernel_size=2, stride=2),
+                   "non_overlapping ceil": dict(kernel_size=2, stride=2, ceil_mode=True)}
+
+
+@pytest.mark.parametrize("geometry", POOL_GEOMETRIES)
+@pytest.mark.parametrize("shape", [(8, 24, 28, 28), (8, 64, 7, 7), (3, 5, 9, 11)])
+def test_the_cpu_max_pool_gives_torchs_output_indices_and_gradient_exactly_ties_included(geometry, shape):
+    """alexlab's MaxPool2d pools a CPU NCHW batch in channels_last: the same numbers as torch's NCHW
+    pool, on ReLU outputs rounded to 0.1 (many windows tie, at 0 and elsewhere), in training and
+    in evaluation, and its output keeps the input's layout."""
+    from alexlab.models.pool import MaxPool2d, takes_fast_path
+
+    kw = POOL_GEOMETRIES[geometry]
+    ours, theirs = MaxPool2d(**kw), torch.nn.MaxPool2d(**kw)
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(shape)).round(decimals=1)
+    assert takes_fast_path(x) and (x == 0).float().mean() > 0.4
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = ours(a), theirs(b)
+    assert torch.equal(out_a, out_b) and out_a.is_contiguous()
+    g = torch.randn_like(out_b)
+    out_a.backward(g)
+    out_b.backward(g)
+    assert torch.equal(a.grad, b.grad)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+    # what the backward pass rests on: torch's channels_last pool names the same positions as its NCHW pool
+    kw = {"padding": 0, "ceil_mode": False, **kw}
+    _, want = F.max_pool2d(x, return_indices=True, **kw)
+    _, got = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), return_indices=True, **kw)
+    assert torch.equal(got, want)
+
+
+def test_the_cpu_max_pool_leaves_channels_last_batches_to_torch():
+    from alexlab.models.pool import takes_fast_path
+
+    x = torch.randn(4, 8, 10, 10)
+    assert takes_fast_path(x)
+    assert not takes_fast_path(x.contiguous(memory_format=torch.channels_last))
+    assert not takes_fast_path(x[:, :, ::2])  # not contiguous: torch's own path
+    assert not takes_fast_path(torch.randn(8, 10, 10))  # an unbatched map
+
+
+def test_the_networks_max_pools_are_alexlabs():
+    from alexlab.models.pool import MaxPool2d
+
+    pools = [m for m in tiny_model("alexnet_small").modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools and all(isinstance(m, MaxPool2d) for m in pools)

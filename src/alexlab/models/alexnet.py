@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .lrn import LocalResponseNorm
+from .pool import MaxPool2d
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ POOLING_OVERLAPS = {"overlapping": True, "non_overlapping": False}  # 3/2 pools 
 # Average pools skip the padding in their mean, as max pools do in their max (count_include_pad=False):
 # padding then decides the output size only, never a value; with it counted, a border unit of a
 # sigmoid or tanh net would be pulled towards 0, which is no neutral value for them.
-POOL_TYPES = {"max": nn.MaxPool2d, "avg": partial(nn.AvgPool2d, count_include_pad=False)}
+POOL_TYPES = {"max": MaxPool2d, "avg": partial(nn.AvgPool2d, count_include_pad=False)}
 NORMS = ("lrn", "batchnorm", "none")  # see AlexNet: LRN after conv1/2's activation | BN after every conv | neither
 FC_LAYER_COUNTS = (1, 2)  # hidden FC layers (the paper: 2)
 INITS = ("paper", "kaiming", "default")  # see AlexNet.reset_parameters
