@@ -240,6 +240,40 @@ def test_gpu_pool_without_gpu_runs_two_cpu_trials_at_once_with_threads_split(tmp
     assert {r["outcome"] for r in report(sweep_dir).values()} == {"completed"}
 
 
+@pytest.mark.slow
+def test_gpu_pool_trials_die_with_a_launcher_killed_by_sigkill(tmp_path):
+    """CPU slots fork their trials from a server process, not from the launcher; a kill -9 of the
+    launcher still ends them (the server sees its launcher gone and exits, and each trial has a
+    parent-death signal), so a rerun never races an orphan."""
+    tiny = [a for a in SWEEP_TINY if not a.startswith("trainer.threads")]
+    hold = ["+callbacks.meet._target_=probes.Rendezvous", "+callbacks.meet.runs=3",  # two trials wait for a third
+            "+callbacks.meet.timeout=600"]
+    cmd, kw = cli([*tiny, "launcher=gpu_pool", "launcher.n_jobs=2", "seed=0,1", *hold], tmp_path)
+    launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(tmp_path.glob("arrived-*"))) < 2:  # both trials are training (and waiting)
+            assert launcher.poll() is None and time.monotonic() < deadline, "the trials never started"
+            time.sleep(0.2)
+        trials = [int(p.read_text()) for p in tmp_path.glob("arrived-*")]
+        assert launcher.pid not in trials and all(alive(pid) for pid in trials)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 120
+    while any(alive(pid) for pid in trials) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in trials), "a trial outlived its launcher"
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (a dead child nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 FAULTS = {  # +fault=<name> arms of a test sweep (a config group on the search path, in tmp)
     "bad_subset": "data:\n  train_subset: 100000\n",        # DataError at setup: failed
     "diverge": "optim:\n  lr: 100.0\ntrainer:\n  max_epochs: 3\n",   # NaN loss: diverged

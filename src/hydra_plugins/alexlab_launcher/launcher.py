@@ -12,7 +12,9 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +239,7 @@ class AlexlabLauncher(Launcher):
             else:
                 waiting.append(pos)
 
-        context = multiprocessing.get_context("spawn")
+        context = trial_context(bool(gpus))
         singleton_state = Singleton.get_state()
         running: dict = {}  # process sentinel -> (process, device, position)
         try:
@@ -255,7 +257,7 @@ class AlexlabLauncher(Launcher):
                         trial.run_dir.mkdir(parents=True, exist_ok=True)
                         payload = _dumps((self.hydra_context, trial.config, self.task_function, singleton_state))
                         proc = context.Process(target=run_in_child, name=f"alexlab-trial-{trial.idx}", daemon=False,
-                                               args=(payload, env, str(trial.run_dir / "console.log")))
+                                               args=(payload, env, str(trial.run_dir / "console.log"), os.getpid()))
                         proc.start()
                     except Exception as err:  # this trial fails; the others still start
                         pool.release(device)
@@ -291,6 +293,19 @@ class AlexlabLauncher(Launcher):
 SIGNAL_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
 
 
+def trial_context(on_gpus: bool):
+    """How trial processes start. On GPUs each is spawned: a fresh interpreter, so CUDA starts only
+    there, under the CUDA_VISIBLE_DEVICES it was given. On CPU slots each is forked from a server
+    process that imported alexlab.train (torch, Lightning) once and never ran a torch op: importing
+    them costs ~5 s of a core per process on a 2-core machine, a minute of CPU over a 12-trial demo.
+    Either way every trial is a new process of its own, as `kill`, the ledger and console.log expect."""
+    if on_gpus:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["alexlab.train"])
+    return context
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them for the children."""
     import torch
@@ -308,10 +323,11 @@ def _dumps(obj) -> bytes:
     return cloudpickle.dumps(obj)
 
 
-def run_in_child(payload: bytes, env: dict, log_path: str) -> None:
-    """A spawned trial process: device and threads first (before torch is imported), then the job."""
+def run_in_child(payload: bytes, env: dict, log_path: str, launcher_pid: int) -> None:
+    """A trial process: device and threads first (before torch is imported where the process was
+    spawned; torch.set_num_threads sets them again where it was forked with torch loaded), then the job."""
     os.environ.update(env)
-    _die_with_parent()
+    _die_with_launcher(launcher_pid)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -331,8 +347,11 @@ def run_in_child(payload: bytes, env: dict, log_path: str) -> None:
         raise SystemExit(1)
 
 
-def _die_with_parent() -> None:
-    """Linux: a trial dies with the launcher (kill -9 included), so a rerun never races an orphan."""
+def _die_with_launcher(launcher_pid: int) -> None:
+    """A trial dies with its launcher (kill -9 included), so a rerun never races an orphan. A spawned
+    trial's parent is the launcher: Linux's parent-death signal does it. A forked one's parent is
+    multiprocessing's fork server, which outlives the launcher while trials hold its pipe: a thread
+    waits on the launcher's pidfd (or polls its pid) and kills this process when it ends."""
     try:
         import ctypes
 
@@ -340,3 +359,29 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() == launcher_pid:
+        return
+    import threading
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(launcher_pid)
+            select.select([fd], [], [])  # readable once the launcher has exited
+        except ProcessLookupError:  # it already has
+            pass
+        except (AttributeError, OSError):  # no pidfds (not Linux, or a kernel before 5.3): poll
+            while _exists(launcher_pid):
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="alexlab-launcher-watch", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
