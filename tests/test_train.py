@@ -122,6 +122,21 @@ def test_last_epoch_is_always_evaluated(tmp_path):
     assert evaluated == [1, 2]
 
 
+def test_how_often_the_test_set_is_evaluated_changes_no_training_step(tmp_path):
+    """Evaluating test (and val) every epoch or only at the last leaves the trained run bit-identical,
+    with dropout and augmentation drawing random numbers: the demo evaluates its test set once."""
+    rows = {}
+    for every in (1, 3):
+        (tmp_path / str(every)).mkdir()
+        run_cli(TINY + ["trainer.max_epochs=3", f"eval.every_n_epochs={every}", "data.augment=crop_flip_pca"],
+                tmp_path / str(every), check=True)
+        rows[every] = metrics(only_run(tmp_path / str(every)))
+    assert [r["test/acc"] != "" for r in rows[3]] == [False, False, True]
+    trained = [{k: v for k, v in r.items() if not k.startswith(("test/", "val/", "gap"))} for r in rows[1]]
+    assert trained == [{k: v for k, v in r.items() if not k.startswith(("test/", "val/", "gap"))} for r in rows[3]]
+    assert rows[1][-1] == rows[3][-1]  # and the last epoch's test metrics too
+
+
 def test_the_plateau_schedule_watches_the_validation_split_never_the_test_set(tmp_path):
     cfg = compose_cfg(TINY + ["optim.schedule=plateau"], tmp_path)
     validate(cfg)

@@ -11,6 +11,7 @@ Plugin discovery executes this module at every start: keep it free of torch, and
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import select
 import signal
@@ -220,6 +221,7 @@ class AlexlabLauncher(Launcher):
         gpus = [] if cfg.trainer.accelerator == "cpu" else visible_gpus()
         pool = DevicePool(gpus, cfg.launcher.trials_per_gpu) if gpus else DevicePool(["cpu"], cfg.launcher.n_jobs)
         extra = ["trainer.progress_bar=false"]  # a log file per trial, not interleaved bars
+        context = trial_context(bool(gpus))  # (a fork server starts loading torch now, beside the work below)
         threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // pool.capacity)
         if not cfg.trainer.threads:
             extra.append(f"trainer.threads={threads}")
@@ -239,7 +241,6 @@ class AlexlabLauncher(Launcher):
             else:
                 waiting.append(pos)
 
-        context = trial_context(bool(gpus))
         singleton_state = Singleton.get_state()
         running: dict = {}  # process sentinel -> (process, device, position)
         try:
@@ -303,6 +304,7 @@ def trial_context(on_gpus: bool):
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["alexlab.train"])
+    multiprocessing.forkserver.ensure_running()  # returns at once; the server imports while the sweep is prepared
     return context
 
 
