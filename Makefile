@@ -24,11 +24,15 @@ data:
 demo: setup
 	bash scripts/demo.sh
 
+# Tests in parallel, one worker per core up to 4: most of a test's time is a fresh `alexlab-train`
+# process importing torch, torchvision and Lightning (~6 s of one core here), so workers scale with cores.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: setup
-	$(BIN)/pytest -q tests --nbmake notebooks
+	$(BIN)/pytest -q -n $(TEST_JOBS) tests --nbmake notebooks
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow" tests
+	$(BIN)/pytest -q -n $(TEST_JOBS) -m "not slow" tests
 
 # What the device machine's image lacks (it has torch, Lightning, torchmetrics, torchvision), as
 # wheels of the versions installed here, to carry there: scripts/gpu_checks.sh installs them offline.
