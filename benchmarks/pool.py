@@ -39,21 +39,23 @@ def with_torch_pools(net: torch.nn.Module) -> torch.nn.Module:
 
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", default="fmnist_quick")
+    p.add_argument("--experiment", default="fmnist_quick", help="the preset ('' for none)")
+    p.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--rounds", type=int, default=20, help="timed repetitions of each variant")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
-    cfg = compose([f"experiment={args.experiment}", "trainer.precision=32-true", "model.channels_last=false"])
+    preset = [f"experiment={args.experiment}"] if args.experiment else []
+    cfg = compose([*preset, "trainer.precision=32-true", "model.channels_last=false", *args.override])
     dm, net, module = build(cfg)
     dm.prepare_data()
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     x = module.transform.train_batch(x)
     eval_x = torch.cat([x] * (eval_batch_size(cfg.data.batch_size, cpu) // len(x) + 1))[:eval_batch_size(cfg.data.batch_size, cpu)]
-    print(header(cpu, f"max pool, {args.experiment}'s net, fp32 NCHW, batch {len(x)} (eval {len(eval_x)})"))
+    print(header(cpu, f"max pool, {args.experiment or 'the default'} net, fp32 NCHW, batch {len(x)} (eval {len(eval_x)})"))
     nets = {"alexlab": net, "torch": with_torch_pools(net)}
 
     def step(model):

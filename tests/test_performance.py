@@ -5,6 +5,7 @@ measure what they say (P8: the fast mode against fp32 NCHW and against the hand 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,14 @@ def run_script(args, timeout=240):
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
+
+
+@pytest.mark.slow
+def test_pool_benchmark_checks_the_same_numbers_and_prints_both_speedups_last():
+    out = run_script([BENCH / "pool.py", "--experiment", "", "--override", "data=synthetic", "--override",
+                      "model.width=0.125", "--override", "data.batch_size=16", "--rounds", "2", "--threads", "1"])
+    assert "check: same loss and gradients as torch's pool: True" in out
+    assert re.fullmatch(r"step_speedup=\d+\.\d\d eval_speedup=\d+\.\d\d", out.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
