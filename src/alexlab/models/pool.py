@@ -2,9 +2,9 @@
 
 PyTorch's CPU max pool is vectorised along the channels only when they are contiguous
 (channels_last); in NCHW it walks each window element by element, and on this project's 2-core
-machine the fmnist_quick net's three pools took as long as its five convolutions' forward pass.
-Here a CPU NCHW input is pooled in channels_last (a copy each way, ~4x faster in all at batch
-32, see benchmarks/pool.py) and the gradient is routed back by torch's own NCHW backward from
+machine the fmnist_quick net's three pools took half as long as its five convolutions' forward
+pass. Here a CPU NCHW input is pooled in channels_last (a copy each way; forward and backward ~3x
+faster in all at batch 32, benchmarks/pool.py) and the gradient is routed back by torch's own NCHW backward from
 the indices of that pass. A max pool only compares and copies, so the output, the indices and
 the gradient equal torch's NCHW results exactly, ties included (tests/test_models.py checks),
 and the run is the same run: only faster.

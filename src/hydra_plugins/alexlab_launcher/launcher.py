@@ -300,7 +300,7 @@ def trial_context(on_gpus: bool):
     process that imported alexlab.train (torch, Lightning) once and never ran a torch op: importing
     them costs ~5 s of a core per process on a 2-core machine, a minute of CPU over a 12-trial demo.
     Either way every trial is a new process of its own, as `kill`, the ledger and console.log expect."""
-    if on_gpus:
+    if on_gpus or "forkserver" not in multiprocessing.get_all_start_methods():  # (Windows has no fork server)
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["alexlab.train"])
