@@ -54,7 +54,8 @@ def main(argv=None) -> str:
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     x = module.transform.train_batch(x)
-    eval_x = torch.cat([x] * (eval_batch_size(cfg.data.batch_size, cpu) // len(x) + 1))[:eval_batch_size(cfg.data.batch_size, cpu)]
+    eval_size = eval_batch_size(cfg.data.batch_size, cpu)
+    eval_x = torch.cat([x] * (eval_size // len(x) + 1))[:eval_size]
     print(header(cpu, f"max pool, {args.experiment or 'the default'} net, fp32 NCHW, batch {len(x)} (eval {len(eval_x)})"))
     nets = {"alexlab": net, "torch": with_torch_pools(net)}
 

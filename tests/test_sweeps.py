@@ -242,9 +242,9 @@ def test_gpu_pool_without_gpu_runs_two_cpu_trials_at_once_with_threads_split(tmp
 
 @pytest.mark.slow
 def test_gpu_pool_trials_die_with_a_launcher_killed_by_sigkill(tmp_path):
-    """CPU slots fork their trials from a server process, not from the launcher; a kill -9 of the
-    launcher still ends them (the server sees its launcher gone and exits, and each trial has a
-    parent-death signal), so a rerun never races an orphan."""
+    """CPU slots fork their trials from multiprocessing's fork server, not from the launcher, and that
+    server outlives the launcher while trials hold its pipe; a kill -9 of the launcher still ends
+    them (each forked trial waits on the launcher's pidfd), so a rerun never races an orphan."""
     tiny = [a for a in SWEEP_TINY if not a.startswith("trainer.threads")]
     hold = ["+callbacks.meet._target_=probes.Rendezvous", "+callbacks.meet.runs=3",  # two trials wait for a third
             "+callbacks.meet.timeout=600"]
