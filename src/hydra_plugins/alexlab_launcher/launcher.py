@@ -15,6 +15,7 @@ import multiprocessing.forkserver
 import os
 import select
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -363,7 +364,6 @@ def _die_with_launcher(launcher_pid: int) -> None:
         pass
     if os.getppid() == launcher_pid:
         return
-    import threading
 
     def watch() -> None:
         try:
